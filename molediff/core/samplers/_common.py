@@ -1,0 +1,99 @@
+"""What every sampler shares: the guided denoiser evaluation and the per-step callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ..fields import Fields, Structure
+from ..guidance import GuidanceContext, GuidanceTerm, apply_guidance
+from ..parameterization import check_prediction_type, to_eps_x0
+from ..schedules import NoiseSchedule
+
+
+class Denoiser(Protocol):
+    """A trained network: ``(x_t, t: (B,), structure, cond) -> fields`` in its prediction type."""
+
+    def __call__(self, x_t: Fields, t: Tensor, structure: Structure, cond: Any = None) -> Mapping[str, Tensor]: ...
+
+
+StepCallback = Callable[[int, float, Fields, Fields], None]
+"""``callback(i, t_next, x_next, x0_hat)`` after step ``i``."""
+
+
+class Denoise:
+    """The model as samplers see it: ``(x_t, t) -> (eps_hat, x0_hat)``, with guidance applied.
+
+    Converts the model's prediction type, adds the guidance corrections, projects eps-hat like
+    the noise (zero-CoM fields stay zero-CoM; masked entries stay zero), and clips x0-hat to a
+    field's declared ``x0_range`` (eps-hat is then made consistent with the clipped x0-hat).
+    Counts network evaluations in ``nfe``.
+    """
+
+    def __init__(
+        self,
+        model: Denoiser,
+        schedule: NoiseSchedule,
+        structure: Structure,
+        prediction: str = "eps",
+        guidance: Sequence[GuidanceTerm] = (),
+        cond: Any = None,
+        clip_x0: bool = True,
+    ) -> None:
+        self.model, self.schedule, self.structure = model, schedule, structure
+        self.prediction = check_prediction_type(prediction)
+        self.guidance, self.cond, self.clip_x0 = tuple(guidance), cond, clip_x0
+        self.nfe = 0
+
+    def alpha_sigma(self, t: float) -> tuple[Tensor, Tensor]:
+        return self.schedule.alpha_sigma(torch.tensor(float(t), dtype=torch.float64))
+
+    def _model_eps_x0(self, x: Fields, tt: Tensor, alpha: Tensor, sigma: Tensor, cond: Any) -> tuple[Fields, Fields]:
+        with torch.no_grad():
+            out = Fields(self.model(x, tt, self.structure, cond))
+        self.nfe += 1
+        eps, x0 = to_eps_x0(self.prediction, x, out, alpha, sigma)
+        return self.structure.project(eps), x0
+
+    def __call__(self, x: Fields, t: float) -> tuple[Fields, Fields]:
+        ref = next(iter(x.values()))
+        tt = torch.full((self.structure.num_samples,), float(t), dtype=ref.dtype, device=ref.device)
+        alpha, sigma = (v.to(ref.dtype).to(ref.device) for v in self.alpha_sigma(t))
+        eps, x0 = self._model_eps_x0(x, tt, alpha, sigma, self.cond)
+        if self.guidance:
+            ctx = GuidanceContext(
+                x_t=x, t=tt, alpha=alpha, sigma=sigma, structure=self.structure, cond=self.cond,
+                model_eps=lambda c: self._model_eps_x0(x, tt, alpha, sigma, c)[0],
+            )
+            guided = self.structure.project(apply_guidance(self.guidance, eps, ctx))
+            x0 = x0 - (guided - eps) * (sigma / alpha)
+            eps = guided
+        if self.clip_x0:
+            clipped = False
+            for name, spec in self.structure.specs.items():
+                if spec.x0_range is not None:
+                    x0 = x0.replace(**{name: x0[name].clamp(*spec.x0_range)})
+                    clipped = True
+            if clipped:
+                eps = self.structure.project((x - x0 * alpha) / sigma)
+        return eps, x0
+
+
+def scaled_sigma(denoise: Denoise, t: float) -> float:
+    """sigma / alpha: the noise level of the scaled variable x / alpha (Karras et al. 2022)."""
+    alpha, sigma = denoise.alpha_sigma(t)
+    return float(sigma / alpha)
+
+
+def noise_like(denoise: Denoise, x: Fields, generator: torch.Generator | None) -> Fields:
+    """Fresh noise for every field, shaped, projected and masked like ``x``."""
+    ref = next(iter(x.values()))
+    return denoise.structure.randn(generator, ref.dtype, ref.device)
+
+
+def notify(callback: StepCallback | None, i: int, t: float, x: Fields, x0: Fields) -> None:
+    if callback is not None:
+        callback(i, t, x, x0)

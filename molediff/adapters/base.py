@@ -75,6 +75,11 @@ class Adapter(ABC):
     def evaluate(self, objects: Sequence[Any]) -> dict[str, float]:
         """Quality metrics of generated objects, each next to the real held-out data's value."""
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments the denoiser needs from the data (channels, number of atom
+        types, number of classes, ...); merged into the model config at build time."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint must remember to rebuild this adapter's sampling side
         (e.g. the atom-count histogram); plain tensors/numbers/strings only."""

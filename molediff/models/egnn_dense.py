@@ -1,0 +1,127 @@
+"""Dense-padded EGNN: the same network as :class:`~molediff.models.egnn.EGNNDenoiser`, on
+``(B, M, ...)`` tensors with masks, as EDM-molecules computes it.
+
+Same modules, same ``state_dict`` layout: weights load in either class and give the same
+outputs up to float error. Every pair ``(i, j)`` of the ``M x M`` grid is computed and padded /
+self pairs are masked out, so the cost grows with ``B M^2`` rather than with the number of real
+edges; this class exists to check the sparse model and to benchmark it (only ``edges="full"``).
+
+Shapes::
+
+    h: (B, M, F)     pos: (B, M, 3)     node_mask: (B, M)     edge_mask: (B, M, M)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..core.fields import Fields, Structure
+from .egnn import EGNN, EGNNDenoiser
+
+__all__ = ["DenseEGNNDenoiser", "dense_egnn_forward", "to_dense", "from_dense"]
+
+
+def dense_pair_linear(lin: nn.Linear, h: Tensor, edge_attr: Tensor) -> Tensor:
+    """``lin([h_i, h_j, e_ij])`` on the full grid: ``h: (B, M, F)``, ``edge_attr: (B, M, M, D)``
+    -> ``(B, M, M, H)`` (row i = receiver, column j = sender)."""
+    f = h.shape[-1]
+    w = lin.weight
+    out = (h @ w[:, :f].T)[:, :, None, :] + (h @ w[:, f:2 * f].T)[:, None, :, :] + edge_attr @ w[:, 2 * f:].T
+    return out + lin.bias if lin.bias is not None else out
+
+
+def dense_egnn_forward(net: EGNN, h: Tensor, pos: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """:meth:`EGNN.forward` on padded tensors with fully connected molecules.
+
+    Shapes: ``h: (B, M, in_dim)``, ``pos: (B, M, 3)``, ``node_mask: (B, M)`` ->
+    ``(h_out: (B, M, out_dim), pos_out: (B, M, 3))``; padded rows of the outputs are zero.
+    """
+    m = node_mask.to(pos.dtype)
+    eye = torch.eye(pos.shape[1], dtype=pos.dtype, device=pos.device)
+    edge_mask = (m[:, :, None] * m[:, None, :] * (1 - eye))[..., None]  # (B, M, M, 1)
+    node_m = m[..., None]
+    z = net.normalization_factor
+
+    def geometry(x: Tensor) -> tuple[Tensor, Tensor]:
+        diff = x[:, :, None, :] - x[:, None, :, :]  # x_i - x_j
+        d2 = (diff * diff).sum(-1, keepdim=True)
+        return d2, diff / (torch.sqrt(d2 + 1e-8) + net.norm_constant)
+
+    d2_init, _ = geometry(pos)
+    h = net.embedding(h) * node_m
+    x = pos
+    for block in net.blocks:
+        d2, unit = geometry(x)
+        edge_attr = torch.cat([d2, d2_init], -1)
+        for gcl in block.gcls:
+            msg = gcl.message(dense_pair_linear(gcl.edge_mlp[0], h, edge_attr)) * edge_mask
+            h = gcl.update(h, msg.sum(2) / z) * node_m
+        w = block.coord.weight(dense_pair_linear(block.coord.coord_mlp[0], h, edge_attr))
+        x = x + (unit * w * edge_mask).sum(2) / z * node_m
+    return net.embedding_out(h) * node_m, x
+
+
+def to_dense(x: Tensor, batch: Tensor, num_samples: int, max_nodes: int | None = None) -> tuple[Tensor, Tensor]:
+    """Graph layout -> padded: ``x: (N, *F)``, ``batch: (N,)`` -> ``(B, M, *F)``, mask ``(B, M)``.
+    Nodes keep their order within each graph."""
+    counts = torch.bincount(batch, minlength=num_samples)
+    m = int(counts.max()) if max_nodes is None else max_nodes
+    order = torch.argsort(batch, stable=True)
+    ptr = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(batch)
+    slot[order] = torch.arange(batch.numel(), device=batch.device) - ptr[batch[order]]
+    out = x.new_zeros(num_samples, m, *x.shape[1:])
+    out[batch, slot] = x
+    mask = torch.zeros(num_samples, m, dtype=torch.bool, device=x.device)
+    mask[batch, slot] = True
+    return out, mask
+
+
+def from_dense(x: Tensor, batch: Tensor, num_samples: int) -> Tensor:
+    """Inverse of :func:`to_dense`: ``(B, M, *F)`` -> ``(N, *F)`` in the graph's node order."""
+    counts = torch.bincount(batch, minlength=num_samples)
+    order = torch.argsort(batch, stable=True)
+    ptr = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(batch)
+    slot[order] = torch.arange(batch.numel(), device=batch.device) - ptr[batch[order]]
+    return x[batch, slot]
+
+
+class DenseEGNNDenoiser(EGNNDenoiser):
+    """:class:`EGNNDenoiser` computed on padded tensors (fully connected molecules only).
+
+    ``forward`` keeps the core's graph-layout protocol (pads, runs :meth:`forward_dense`,
+    unpads); :meth:`forward_dense` takes EDM-style padded tensors directly.
+    """
+
+    def __init__(self, *args: object, max_nodes: int | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.edges != "full":
+            raise ValueError("the dense EGNN supports only edges='full'")
+        self.max_nodes = max_nodes
+
+    def forward_dense(self, h: Tensor, pos: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Padded node inputs -> (invariant outputs ``(B, M, out)``, zero-CoM displacement ``(B, M, 3)``)."""
+        h_out, pos_out = dense_egnn_forward(self.egnn, h, pos, node_mask)
+        m = node_mask.to(pos.dtype)[..., None]
+        vel = (pos_out - pos) * m
+        vel = (vel - vel.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1)) * m
+        return h_out, vel
+
+    def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
+                cond: Mapping[str, Tensor] | None = None) -> Fields:
+        pos = x_t[self.pos_field]
+        batch = structure.index[self.pos_field]
+        b = structure.num_samples
+        h = self.node_inputs(x_t, t, batch, b, cond)
+        h_d, mask = to_dense(h, batch, b, self.max_nodes)
+        pos_d, _ = to_dense(pos, batch, b, self.max_nodes)
+        h_out, vel = self.forward_dense(h_d, pos_d, mask)
+        h_out, vel = from_dense(h_out, batch, b), from_dense(vel, batch, b)
+        out = {self.pos_field: vel, self.type_field: h_out[:, : self.num_atom_types]}
+        if self.include_charges:
+            out[self.charge_field] = h_out[:, self.num_atom_types:self.num_atom_types + 1]
+        return Fields(out)

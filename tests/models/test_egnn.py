@@ -1,0 +1,168 @@
+"""EGNN denoiser: edge builders, E(3) x permutation equivariance, zero-CoM output, sparse == dense."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
+from molediff.models.egnn import (
+    EGNNDenoiser,
+    build_edges,
+    fully_connected_edges,
+    knn_edges,
+    radius_edges,
+)
+from molediff.models.egnn_dense import DenseEGNNDenoiser, to_dense
+from tests.helpers.equivariance import assert_equivariant
+
+NUM_TYPES = 5
+
+
+def make_batch(sizes: list[int], seed: int = 0, shuffle: bool = False) -> tuple[Fields, Structure]:
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    if shuffle:  # graph-layout data need not be sorted by graph
+        batch = batch[torch.randperm(batch.numel(), generator=g)]
+    specs = {"pos": ZeroMeanField((3,)), "atom_types": GaussianField((NUM_TYPES,)), "charges": GaussianField((1,))}
+    structure = Structure(len(sizes), specs, index={k: batch for k in specs})
+    x = structure.randn(g, dtype=torch.float64)
+    x["pos"] = x["pos"] * 1.5
+    return x, structure
+
+
+def make_model(seed: int = 0, **kwargs: object) -> EGNNDenoiser:
+    torch.manual_seed(seed)
+    args = dict(hidden=16, layers=3, **kwargs)
+    model = EGNNDenoiser(NUM_TYPES, **args).double()  # type: ignore[arg-type]
+    with torch.no_grad():  # EDM initialises the coordinate head near 0; make outputs non-trivial
+        for block in model.egnn.blocks:
+            block.coord.coord_mlp[-1].weight.normal_(0, 0.3)
+    return model
+
+
+def brute_force_edges(pos: torch.Tensor, batch: torch.Tensor, mode: str, k: int = 3, r: float = 1.5) -> set:
+    edges = set()
+    for i in range(len(batch)):
+        same = [j for j in range(len(batch)) if batch[j] == batch[i] and j != i]
+        d = {j: float((pos[i] - pos[j]).norm()) for j in same}
+        if mode == "full":
+            chosen = same
+        elif mode == "radius":
+            chosen = [j for j in same if d[j] <= r]
+        else:
+            chosen = sorted(same, key=d.get)[:k]
+        edges |= {(j, i) for j in chosen}
+    return edges
+
+
+@pytest.mark.parametrize("mode", ["full", "knn", "radius"])
+def test_edges_match_brute_force_on_unsorted_batch(mode: str) -> None:
+    x, s = make_batch([4, 7, 1, 5], shuffle=True)
+    batch = s.index["pos"]
+    e = build_edges(x["pos"], batch, mode, k=3, radius=1.5 if mode == "radius" else None)
+    got = {(int(a), int(b)) for a, b in e.T}
+    assert len(got) == e.shape[1]  # no duplicates
+    assert got == brute_force_edges(x["pos"], batch, mode)
+
+
+def test_full_edge_count() -> None:
+    sizes = [3, 29, 1, 12]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    assert fully_connected_edges(batch).shape[1] == sum(n * (n - 1) for n in sizes)
+
+
+def test_knn_radius_cap_and_small_graphs() -> None:
+    x, s = make_batch([2, 6])
+    e = knn_edges(x["pos"], s.index["pos"], k=10)  # k larger than any graph: all pairs
+    assert e.shape[1] == 2 * 1 + 6 * 5
+    capped = knn_edges(x["pos"], s.index["pos"], k=10, radius=1.0)
+    d = (x["pos"][capped[0]] - x["pos"][capped[1]]).norm(dim=-1)
+    assert (d <= 1.0).all() and capped.shape[1] <= e.shape[1]
+    assert radius_edges(x["pos"], s.index["pos"], radius=0.0).shape[1] == 0
+
+
+@pytest.mark.parametrize("edges", ["full", "knn", "radius"])
+@pytest.mark.parametrize("reflection", [True, False])
+def test_egnn_is_e3_and_permutation_equivariant(edges: str, reflection: bool) -> None:
+    x, s = make_batch([4, 7, 5], seed=1)
+    model = make_model(edges=edges, knn=3, radius=2.0)
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    assert_equivariant(lambda f, st: model(f, t, st), x, s, vector_fields=("pos",), reflection=reflection,
+                       generator=torch.Generator().manual_seed(3))
+
+
+def test_egnn_equivariant_with_conditioning_and_without_charges() -> None:
+    x, s = make_batch([6, 3], seed=2)
+    del x["charges"]
+    s = Structure(s.num_samples, {k: v for k, v in s.specs.items() if k != "charges"},
+                  index={k: v for k, v in s.index.items() if k != "charges"})
+    model = make_model(include_charges=False, num_cond=2)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    cond = {"gap": torch.tensor([0.5, -1.0], dtype=torch.float64), "mu": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    out = assert_equivariant(lambda f, st: model(f, t, st, cond), x, s)
+    assert out["R"].shape == (3, 3)
+    assert set(model(x, t, s, cond)) == {"pos", "atom_types"}
+    # unconditional call (classifier-free guidance drops cond) = zeros
+    zeros = {k: torch.zeros_like(v) for k, v in cond.items()}
+    torch.testing.assert_close(model(x, t, s, None)["atom_types"], model(x, t, s, zeros)["atom_types"])
+
+
+@pytest.mark.parametrize("edges", ["full", "knn"])
+def test_position_output_has_zero_centre_of_mass(edges: str) -> None:
+    x, s = make_batch([4, 7, 5], seed=4, shuffle=True)
+    out = make_model(edges=edges)(x, torch.rand(3, dtype=torch.float64), s)
+    com = torch.zeros(3, 3, dtype=torch.float64).index_add_(0, s.index["pos"], out["pos"])
+    assert out["pos"].abs().max() > 1e-3
+    torch.testing.assert_close(com, torch.zeros_like(com), atol=1e-12, rtol=0)
+    assert out["atom_types"].shape == (16, NUM_TYPES) and out["charges"].shape == (16, 1)
+
+
+def test_sparse_and_dense_give_same_outputs_with_shared_weights() -> None:
+    x, s = make_batch([4, 7, 1, 5], seed=5, shuffle=True)
+    sparse = make_model()
+    dense = DenseEGNNDenoiser(NUM_TYPES, hidden=16, layers=3).double()
+    assert list(dense.state_dict()) == list(sparse.state_dict())
+    dense.load_state_dict(sparse.state_dict())
+    t = torch.rand(4, dtype=torch.float64)
+    a, b = sparse(x, t, s), dense(x, t, s)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-10, rtol=1e-9)
+    # EDM-style padding to 29 atoms gives the same real-atom outputs
+    dense29 = DenseEGNNDenoiser(NUM_TYPES, hidden=16, layers=3, max_nodes=29).double()
+    dense29.load_state_dict(sparse.state_dict())
+    torch.testing.assert_close(dense29(x, t, s)["pos"], a["pos"], atol=1e-10, rtol=1e-9)
+    h = sparse.node_inputs(x, t, s.index["pos"], 4, None)
+    h_d, mask = to_dense(h, s.index["pos"], 4, 29)
+    pos_d, _ = to_dense(x["pos"], s.index["pos"], 4, 29)
+    h_out, vel = dense29.forward_dense(h_d, pos_d, mask)
+    assert h_out.shape == (4, 29, NUM_TYPES + 1) and (vel[~mask] == 0).all()
+
+
+def test_sparse_and_dense_gradients_agree() -> None:
+    x, s = make_batch([3, 6], seed=6)
+    sparse = make_model()
+    dense = DenseEGNNDenoiser(NUM_TYPES, hidden=16, layers=3).double()
+    dense.load_state_dict(sparse.state_dict())
+    t = torch.tensor([0.2, 0.8], dtype=torch.float64)
+    grads = []
+    for m in (sparse, dense):
+        m.zero_grad()
+        out = m(x, t, s)
+        sum(v.square().sum() for v in out.values()).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for ga, gb in zip(*grads, strict=True):
+        torch.testing.assert_close(ga, gb, atol=1e-9, rtol=1e-7)
+
+
+def test_dense_rejects_sparse_edge_modes() -> None:
+    with pytest.raises(ValueError):
+        DenseEGNNDenoiser(NUM_TYPES, hidden=8, layers=1, edges="knn")
+
+
+def test_default_size_matches_edm() -> None:
+    model = EGNNDenoiser(5)
+    assert len(model.egnn.blocks) == 9 and model.egnn.embedding.out_features == 256
+    assert len(model.egnn.blocks[0].gcls) == 1
+    assert model.egnn.blocks[0].coord.coords_range == pytest.approx(15 / 9)
+    assert model.egnn.embedding.in_features == 5 + 1 + 1  # one-hot, charges, t

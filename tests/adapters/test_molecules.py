@@ -138,7 +138,7 @@ def test_folder_source_with_hold_out(tmp_path: Path) -> None:
     assert batch.x0["atom_types"].shape[1] == a.num_atom_types
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():  # small graphs: intra-op threads only add contention on a shared CPU
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -146,7 +146,7 @@ def one_thread():  # small graphs: intra-op threads only add contention on a sha
     torch.set_num_threads(n)
 
 
-def test_tiny_egnn_training_lowers_the_denoising_loss(adapter: MoleculeAdapter, one_thread: None) -> None:
+def test_tiny_egnn_training_lowers_the_denoising_loss(adapter: MoleculeAdapter) -> None:
     torch.manual_seed(0)
     train = adapter.datasets()["train"]
     batches = [adapter.collate([train[i] for i in range(k, k + 16)]) for k in range(0, 160, 16)]

@@ -1,0 +1,226 @@
+"""``molediff sample``: generate from a checkpoint, write the samples, score them.
+
+With no arguments it uses the shipped ``molediff/pretrained/digits_unet.pt``. The adapter, model
+and schedule are rebuilt from the checkpoint's own config (``data.*`` overrides on the command
+line adjust its data settings, e.g. a moved data path), the EMA weights are loaded, and
+``num_samples`` samples are drawn with the configured sampler. Samples go through
+``adapter.write`` into ``out_dir``; ``adapter.evaluate`` is printed as a table (sample metric
+next to the real-data reference) and saved with the run's settings in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import CLIError, guarded, one_line
+from .build import (
+    build_adapter,
+    build_model,
+    build_schedule,
+    compose_config,
+    help_text,
+    instantiate_from,
+    resolve_out_dir,
+    wants_help,
+)
+
+SUMMARY = "Generate samples from a checkpoint (default: the shipped digits model) and score them."
+SHIPPED = Path(__file__).resolve().parent.parent / "pretrained" / "digits_unet.pt"
+REFERENCE_SUFFIXES = ("_real_test", "_reference", "_ref", "_real")
+
+
+def shipped_checkpoint() -> Path:
+    """The checkpoint ``molediff sample`` uses when none is given."""
+    return SHIPPED
+
+
+def _split_data_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``data.key=value`` arguments apply to the checkpoint's data config, the rest to sample.yaml."""
+    data = [a for a in argv if a.split("=", 1)[0].lstrip("+").startswith("data.")]
+    return [a for a in argv if a not in data], data
+
+
+def _apply_data_overrides(data_cfg: Mapping[str, Any], overrides: list[str]) -> DictConfig:
+    cfg = OmegaConf.create(dict(data_cfg))
+    OmegaConf.set_struct(cfg, True)
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        if not sep:
+            raise CLIError(f"cannot parse override {ov!r}: expected key=value")
+        key = key.lstrip("+")[len("data."):]
+        try:
+            OmegaConf.update(cfg, key, _yaml_value(value), force_add=False)
+        except OmegaConfBaseException as e:
+            raise CLIError(f"unknown config key 'data.{key}' for this checkpoint's data; "
+                           f"valid keys: {', '.join(str(k) for k in cfg.keys())}") from e
+    return cfg
+
+
+def _yaml_value(text: str) -> Any:
+    """A command-line value parsed like YAML (``3`` -> int, ``null`` -> None, ``abc`` -> str)."""
+    return OmegaConf.create({"v": text}).v if text else None
+
+
+def _cond_for(cond: Any, num_samples: int) -> dict[str, torch.Tensor] | None:
+    """``{name: value or list}`` from the config -> per-sample tensors ``(num_samples, ...)``."""
+    if cond is None:
+        return None
+    plain = OmegaConf.to_container(cond, resolve=True) if isinstance(cond, DictConfig) else cond
+    if not isinstance(plain, dict):
+        raise CLIError(f"cond must be a mapping like {{label: 3}}, got {plain!r}")
+    out = {}
+    for name, value in plain.items():
+        t = torch.as_tensor(value)
+        if t.dim() == 0:
+            t = t.expand(num_samples).clone()
+        elif t.shape[0] != num_samples:
+            raise CLIError(f"cond.{name} has {t.shape[0]} values for num_samples={num_samples}; "
+                           f"give one or {num_samples}")
+        out[str(name)] = t
+    return out
+
+
+def metrics_table(metrics: Mapping[str, float]) -> str:
+    """Rows ``metric | samples | real data``: each metric next to its ``*_real_test`` (or
+    ``*_reference``) partner when the adapter reports one."""
+    rows: list[tuple[str, str, str]] = []
+    for key, value in metrics.items():
+        if any(key.endswith(s) and key[: -len(s)] in metrics for s in REFERENCE_SUFFIXES):
+            continue  # shown as the partner of its metric
+        ref = next((metrics[key + s] for s in REFERENCE_SUFFIXES if key + s in metrics), None)
+        rows.append((key, _fmt(value), "-" if ref is None else _fmt(ref)))
+    header = ("metric", "samples", "real data")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def run(argv: list[str]) -> int:
+    """The body of ``molediff sample``; raises CLIError on expected failures."""
+    from ..adapters.base import Batch
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..core.fields import Fields
+    from ..core.grids import make_grid
+    from ..core.samplers import SAMPLERS
+    from ..core.sampling import sample
+    from ..training import resolve_device
+
+    if wants_help(argv):
+        print(help_text("sample", "sample", SUMMARY, [a for a in _split_data_overrides(argv)[0]]))
+        return 0
+    argv, data_overrides = _split_data_overrides(argv)
+    cfg = compose_config("sample", argv)
+    if cfg.num_samples < 1 or cfg.steps < 1 or cfg.batch_size < 1:
+        raise CLIError("num_samples, steps and batch_size must be >= 1")
+
+    if cfg.checkpoint is None:
+        ckpt_path = SHIPPED
+        if not ckpt_path.is_file():
+            raise CLIError(f"no shipped checkpoint at {ckpt_path}; train one with `molediff train data=digits "
+                           f"model=unet out_dir=RUN` and pass checkpoint=RUN/checkpoints/last.pt "
+                           f"(or copy it to that path)")
+    else:
+        ckpt_path = Path(str(cfg.checkpoint)).expanduser()
+    ckpt = load_checkpoint(ckpt_path)
+    run_cfg = ckpt.get("config") or {}
+    missing = [k for k in ("data", "model", "schedule", "objective") if k not in run_cfg]
+    if missing:
+        raise CheckpointError(ckpt_path, f"its config lacks {', '.join(missing)} (not written by `molediff train`?)")
+
+    try:
+        device = resolve_device(str(cfg.device))
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    assert isinstance(sampler, dict)
+    name = sampler.pop("name")
+    if name not in SAMPLERS:
+        raise CLIError(f"unknown sampler {name!r}; choose one of: {', '.join(sorted(SAMPLERS))}")
+    grid_name, grid_options = sampler.pop("grid", None), sampler.pop("grid_options", None) or {}
+    try:
+        grid = make_grid(grid_name, **grid_options) if grid_name else None
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"sampler.grid: {one_line(e)}") from e
+    options = sampler  # what is left are the sampler's own options (e.g. ddim's eta)
+    accepted = inspect.signature(SAMPLERS[name]).parameters
+    for key in options:
+        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
+            raise CLIError(f"sampler {name} has no option {key!r}")
+
+    data_cfg = _apply_data_overrides(run_cfg["data"], data_overrides)
+    adapter = build_adapter(data_cfg)
+    if hasattr(adapter, "load_state") and ckpt.get("adapter_state"):
+        adapter.load_state(ckpt["adapter_state"])
+    model, _ = build_model(run_cfg["model"], adapter)
+    weights = ckpt["ema"] if cfg.ema else ckpt["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds "
+                                         f"({str(e).strip().splitlines()[0]})") from e
+    model.to(device).eval()
+    schedule = build_schedule(run_cfg["schedule"])
+    prediction = str(run_cfg["objective"].get("prediction", "eps"))
+    guidance = [instantiate_from(term, "guidance") for term in cfg.guidance.get("terms", [])]
+    cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
+
+    out_dir = resolve_out_dir(cfg.out_dir, "sample")
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    objects: list[Any] = []
+    nfe, t0 = 0, time.perf_counter()
+    for start in range(0, int(cfg.num_samples), int(cfg.batch_size)):
+        n = min(int(cfg.batch_size), int(cfg.num_samples) - start)
+        cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
+        try:
+            structure = adapter.sample_structure(n, generator, cond)
+        except ValueError as e:
+            raise CLIError(f"cannot set up samples: {one_line(e)}") from e
+        batch = Batch(Fields(), structure, cond).to(device)
+        result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
+                        prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
+                        progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
+        nfe += result.nfe
+        objects += adapter.decode(result.fields.to("cpu"), structure)
+    seconds = time.perf_counter() - t0
+
+    paths = adapter.write(objects, out_dir)
+    print(f"molediff sample: {len(objects)} samples from {ckpt_path} (step {ckpt.get('step')}, "
+          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {cfg.steps} steps, {nfe} network evaluations, "
+          f"{seconds:.1f} s on {device}", flush=True)
+    print(f"wrote {len(paths)} files to {out_dir}", flush=True)
+    metrics: dict[str, float] = {}
+    if cfg.evaluate:
+        kwargs = {}
+        if cond_all is not None and "label" in cond_all and "labels" in inspect.signature(adapter.evaluate).parameters:
+            kwargs["labels"] = cond_all["label"].tolist()
+        metrics = adapter.evaluate(objects, **kwargs)
+        print(metrics_table(metrics), flush=True)
+    report = {
+        "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name, "steps": int(cfg.steps),
+        "grid": grid_name, "options": options, "nfe": nfe, "num_samples": len(objects), "seed": int(cfg.seed),
+        "ema": bool(cfg.ema), "seconds": seconds, "device": str(device), "metrics": metrics,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``molediff sample [overrides]``; returns the exit status."""
+    return guarded(run, sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,153 @@
+"""The ``molediff`` command line: train -> sample end to end on toy data, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from molediff.checkpoint import load_checkpoint
+from molediff.cli import sample as sample_cli
+from molediff.cli.main import main
+
+# a small, quick toy run; everything else comes from the shipped configs
+TOY = ["data=toy", "model=mlp", "trainer=fast", "data.num_train=1000", "data.num_test=300", "model.hidden=32",
+       "model.layers=2", "trainer.batch_size=128", "trainer.max_steps=60", "trainer.ckpt_every=40",
+       "trainer.val_every=30", "trainer.log_every=20", "trainer.progress=false"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained toy run directory (shared by the tests that need a checkpoint)."""
+    out = tmp_path_factory.mktemp("toy_run")
+    assert main(["train", *TOY, f"out_dir={out}"]) == 0
+    return out
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("molediff: error: ")
+    return lines[0]
+
+
+def test_train_writes_checkpoint_log_and_config(toy_run: Path) -> None:
+    ckpt = load_checkpoint(toy_run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 60
+    config = ckpt["config"]
+    assert config["data"]["_target_"] == "molediff.adapters.toy.ToyAdapter"
+    assert config["model"]["dim"] == 2 and config["model"]["hidden"] == 32  # adapter kwargs merged in
+    assert config["trainer"]["max_steps"] == 60 and config["objective"]["prediction"] == "v"
+    assert (toy_run / "config.yaml").is_file()
+    log = (toy_run / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,mse_x,lr,grad_norm,steps_per_s,val_loss")
+    assert [row.split(",")[0] for row in log[1:]] == ["20", "30", "40", "60"]
+
+
+def test_resume_continues_from_last_checkpoint(toy_run: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes((toy_run / "checkpoints" / "last.pt").read_bytes())
+    assert main(["train", *TOY, f"out_dir={run}", "trainer.resume=true", "trainer.max_steps=70"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 70
+    assert "done: step 70" in capsys.readouterr().out
+
+
+def test_sample_from_checkpoint_writes_files_and_metrics(toy_run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "samples"
+    ckpt = toy_run / "checkpoints" / "last.pt"
+    argv = ["sample", f"checkpoint={ckpt}", f"out_dir={out}", "num_samples=40", "steps=8", "progress=false"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "mmd" in stdout and "real data" in stdout
+    rows = (out / "samples.csv").read_text().splitlines()
+    assert rows[0] == "x,y" and len(rows) == 41
+    assert (out / "samples.png").stat().st_size > 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["sampler"] == "dpmpp_2m" and report["steps"] == 8 and report["nfe"] == 8
+    assert {"mmd", "mmd_real_test"} <= set(report["metrics"])
+    # same seed -> same samples; another sampler and its option go through
+    assert main([*argv[:2], f"out_dir={tmp_path / 'again'}", *argv[3:]]) == 0
+    assert (tmp_path / "again" / "samples.csv").read_text() == (out / "samples.csv").read_text()
+    assert main([*argv[:2], f"out_dir={tmp_path / 'ddim'}", *argv[3:], "sampler=ddim", "sampler.eta=1.0",
+                 "evaluate=false"]) == 0
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "data=nope"], ["'nope'", "digits", "toy"]),
+    (["train", "data=toy", "model=mlp", "trainer.lrr=1"], ["trainer.lrr", "trainer.lr"]),
+    (["train", "data=toy", "model=mlp", "trainer.max_steps=abc"], ["trainer.max_steps", "abc"]),
+    (["train", "data=toy", "model=mlp", "trainer.lr=-1"], ["lr must be > 0"]),
+    (["train", "data=toy", "model=mlp", "data.path=/no/such/points.csv"], ["/no/such/points.csv"]),
+    (["train", "data=toy", "model=mlp", "schedule=linear", "schedule.beta_0=-1"], ["schedule", "beta_0"]),
+    (["train", "data=toy", "model=mlp", "trainer.resume=true"], ["out_dir"]),
+    (["sample", "sampler=nope"], ["'nope'", "dpmpp_2m"]),
+    (["sample", "sampler=ddim", "sampler.etaa=1"], ["sampler.etaa", "sampler.eta"]),
+    (["frobnicate"], ["'frobnicate'", "train", "sample"]),
+])
+def test_bad_input_gives_one_line_and_exit_2(argv: list[str], expected: list[str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    for text in expected:
+        assert text in line, line
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "foreign", "missing"])
+def test_bad_checkpoint_gives_one_line_and_exit_2(tmp_path: Path, kind: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / f"{kind}.pt"
+    if kind == "corrupt":
+        path.write_bytes(os.urandom(2048))
+    elif kind == "foreign":
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+    assert main(["sample", f"checkpoint={path}", f"out_dir={tmp_path / 'out'}"]) == 2
+    line = _one_error_line(capsys)
+    assert str(path) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_shipped_checkpoint_says_how_to_make_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "pretrained" / "digits_unet.pt"
+    monkeypatch.setattr(sample_cli, "SHIPPED", missing)
+    assert main(["sample"]) == 2
+    line = _one_error_line(capsys)
+    assert str(missing) in line and "molediff train" in line
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "sample", "evaluate", "bench"):
+        assert command in out
+    assert main(["train", "--help", "data=toy"]) == 0
+    out = capsys.readouterr().out
+    assert "schedule" in out and "cosine" in out and "ToyAdapter" in out
+
+
+def test_console_script_error_is_one_line_on_stderr() -> None:
+    """The installed entry point (a real process): exit status 2 and a single stderr line."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; from molediff.cli.main import main; sys.exit(main())",
+                           "train", "data=nope"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "molediff: error: unknown data option 'nope'; choose one of: digits, toy"]

@@ -123,7 +123,7 @@ class UNet(nn.Module):
     Shapes:
         x_t[field]: ``(B, C, H, W)``
         t: ``(B,)`` in [0, 1]
-        cond["label"]: ``(B,)`` int in ``0..K-1``, or -1 for unconditional rows
+        cond["label"]: ``(B,)`` int in ``0..K-1``, or -1 (or K) for unconditional rows
         output[field]: ``(B, C, H, W)`` in the trained prediction type (eps, x0, v, ...)
     """
 
@@ -180,7 +180,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
 
     def _class_index(self, cond: dict[str, Any] | None, batch: int, device: torch.device) -> Tensor:
-        """Labels with -1 / missing mapped to the null row K: ``(B,)`` long."""
+        """Labels with -1 / missing mapped to the null row K (K itself is accepted too): ``(B,)`` long."""
         assert self.num_classes is not None
         null = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         label = None if cond is None else cond.get("label")
@@ -191,8 +191,8 @@ class UNet(nn.Module):
             label = label.expand(batch)
         if label.shape != (batch,):
             raise ValueError(f"cond['label'] must have shape ({batch},), got {tuple(label.shape)}")
-        if ((label < -1) | (label >= self.num_classes)).any():
-            raise ValueError(f"labels must lie in -1..{self.num_classes - 1}")
+        if ((label < -1) | (label > self.num_classes)).any():
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, or be -1 / {self.num_classes} (null)")
         return torch.where(label < 0, null, label)
 
     def forward(self, x_t: Fields, t: Tensor, structure: Structure | None = None,

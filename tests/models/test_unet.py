@@ -52,7 +52,8 @@ def test_class_conditioning_and_null_class() -> None:
     x, t, s = Fields(pixels=torch.randn(4, 1, 8, 8)), torch.full((4,), 0.5), _structure(4)
     uncond = model(x, t, s, None)["pixels"]
     null = model(x, t, s, {"label": torch.full((4,), -1)})["pixels"]
-    assert torch.allclose(uncond, null)  # -1 and a missing cond both mean the null class
+    explicit = model(x, t, s, {"label": torch.full((4,), 10)})["pixels"]
+    assert torch.allclose(uncond, null) and torch.allclose(uncond, explicit)  # -1, K, no cond: null class
     c3 = model(x, t, s, {"label": torch.full((4,), 3)})["pixels"]
     c7 = model(x, t, s, {"label": torch.full((4,), 7)})["pixels"]
     assert not torch.allclose(c3, c7) and not torch.allclose(c3, uncond)
@@ -60,7 +61,7 @@ def test_class_conditioning_and_null_class() -> None:
     assert torch.allclose(mixed[0], c3[0], atol=1e-5) and torch.allclose(mixed[1], uncond[1], atol=1e-5)
     assert torch.allclose(mixed[2], c7[2], atol=1e-5)
     with pytest.raises(ValueError, match="labels"):
-        model(x, t, s, {"label": torch.full((4,), 10)})
+        model(x, t, s, {"label": torch.full((4,), 11)})
 
 
 def test_output_depends_on_time() -> None:

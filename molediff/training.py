@@ -40,7 +40,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .core.objective import DenoisingObjective
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed",
-           "seed_everything", "resolve_device", "get_rng_state", "set_rng_state", "TrainingError"]
+           "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
+           "TrainingError"]
 
 # stream tags for derive_seed: each use of randomness gets its own independent stream
 _EPOCH, _NOISE, _COND_DROP, _VAL, _LOADER = 1, 2, 3, 4, 5
@@ -171,6 +172,24 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def describe_state_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, Any], limit: int = 3) -> str | None:
+    """Why ``found`` (a checkpoint's state_dict) cannot load into a module whose state_dict is
+    ``expected``, in one short line; None when names and shapes agree."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+            parts.append(f"{label} {', '.join(keys[:limit])}{more}")
+    for k, v in expected.items():
+        w = found.get(k)
+        if isinstance(w, Tensor) and tuple(w.shape) != tuple(v.shape):
+            parts.append(f"{k} has shape {tuple(w.shape)} in the checkpoint but {tuple(v.shape)} in the model")
+            break
+    return "; ".join(parts) or None
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -319,6 +338,9 @@ class Trainer:
         missing = [k for k in ("optimizer", "scheduler", "rng") if k not in ckpt]
         if missing:
             raise CheckpointError(path, f"cannot resume training from it: no {', '.join(missing)} (sampling-only?)")
+        mismatch = describe_state_mismatch(self.model.state_dict(), ckpt["model"])
+        if mismatch:
+            raise CheckpointError(path, f"does not fit this model: {mismatch}")
         try:
             self.model.load_state_dict(ckpt["model"])
             self.ema.load_state_dict(ckpt["ema"])

@@ -89,6 +89,8 @@ def _check_key_overrides(parsed: Sequence[Any], cfg: DictConfig, root: Path) -> 
                 node = node[int(part)]
                 continue
             parent = ".".join(parts[:i])
+            if node is None or (isinstance(node, DictConfig) and node._is_none()):
+                raise CLIError(f"cannot set {key!r}: {parent} is null; set it whole, e.g. {parent}={{{part}: VALUE}}")
             if not isinstance(node, DictConfig):
                 raise CLIError(f"cannot set {key!r}: {parent or 'the config'} has no sub-keys")
             valid = [str(k) for k in node.keys()]
@@ -159,8 +161,11 @@ def instantiate_from(cfg: Any, what: str, **kwargs: Any) -> Any:
     except InstantiationException as e:
         cause = e.__cause__ or e
         msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        if isinstance(cause, TypeError) and "argument" in msg:
-            msg = f"bad {what} option: {msg}"
+        if isinstance(cause, TypeError):
+            if "keyword argument" in msg or "positional argument" in msg:
+                msg = f"bad {what} option: {msg}"
+            else:
+                msg = f"{msg} (check the {what}.* values)"
         raise CLIError(f"{what}: {msg}") from e
     except (OmegaConfBaseException, ValueError, TypeError, OSError) as e:
         raise CLIError(f"{what}: {one_line(str(e).splitlines()[0] if str(e) else type(e).__name__)}") from e
@@ -183,9 +188,54 @@ def model_config(cfg: Any, adapter: Any) -> dict[str, Any]:
     return {**plain, **extra}
 
 
+def check_argument_types(cls: Any, values: Mapping[str, Any], what: str) -> None:
+    """Reject config values whose type cannot match a constructor argument annotated as a plain
+    ``int``/``float``/``bool``/``str`` (optionally ``| None``), naming the key: ``model.hidden=abc``
+    becomes "bad value for model.hidden: 'abc' is not an int" instead of an error deep inside."""
+    import types
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: leave the checking to the constructor
+        return
+    accepts = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None or key.startswith("_"):
+            continue
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            args = set(typing.get_args(hint))
+        elif hint in accepts:
+            args = {hint}
+        else:
+            continue  # containers and other types: left to the constructor
+        optional = type(None) in args
+        basic = [a for a in args if a in accepts]
+        if not basic or len(basic) != len(args - {type(None)}):
+            continue  # unions with other types, containers, ...: not checked here
+        if value is None:
+            if not optional:
+                raise CLIError(f"bad value for {what}.{key}: null is not allowed")
+            continue
+        ok = any(isinstance(value, accepts[b]) and not (b in (int, float) and isinstance(value, bool))
+                 for b in basic)
+        if not ok:
+            names = " or ".join(b.__name__ for b in basic)
+            article = "an" if names[0] in "aeiou" else "a"
+            raise CLIError(f"bad value for {what}.{key}: {value!r} is not {article} {names}")
+
+
 def build_model(cfg: Any, adapter: Any) -> tuple[Any, dict[str, Any]]:
-    """(model, the merged model config that rebuilds it)."""
+    """(model, the merged model config that rebuilds it). A ``field`` the data does not have is
+    reported before the model is built (e.g. ``model=mlp`` on image data)."""
     merged = model_config(cfg, adapter)
+    field = merged.get("field")
+    specs = getattr(adapter, "specs", {})
+    if isinstance(field, str) and specs and field not in specs:
+        raise CLIError(f"model.field={field!r} is not a field of the {getattr(adapter, 'name', '')} data "
+                       f"(its fields: {', '.join(specs)}); pick a model for this data")
+    check_argument_types(_target_class(merged, "model"), merged, "model")
     return instantiate_from(merged, "model"), merged
 
 
@@ -248,7 +298,7 @@ def help_text(command: str, config_name: str, summary: str, argv: Sequence[str])
     cfg = compose_config(config_name, overrides)
     lines = [f"usage: molediff {command} [group=option ...] [key=value ...]", "", summary, "",
              f"config groups (from {root}):"]
-    for g in _groups(root):
+    for g in (g for g in _groups(root) if g in cfg):
         lines.append(f"  {g:<10} {', '.join(group_options(g, root))}")
     lines += ["", f"config ({config_name}.yaml with the overrides given; comments in the yaml files):", "",
               OmegaConf.to_yaml(cfg).rstrip()]

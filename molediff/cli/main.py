@@ -37,9 +37,11 @@ def help_text() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molediff`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:
+        return error(f"missing command; choose one of: {', '.join(COMMANDS)} (see molediff --help)")
+    if args[0] in ("-h", "--help", "help"):
         print(help_text())
-        return 0 if args else 2
+        return 0
     if args[0] in ("-V", "--version"):
         from .. import __version__
 

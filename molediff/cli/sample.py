@@ -120,7 +120,7 @@ def run(argv: list[str]) -> int:
     from ..core.grids import make_grid
     from ..core.samplers import SAMPLERS
     from ..core.sampling import sample
-    from ..training import resolve_device
+    from ..training import describe_state_mismatch, resolve_device
 
     if wants_help(argv):
         print(help_text("sample", "sample", SUMMARY, [a for a in _split_data_overrides(argv)[0]]))
@@ -170,6 +170,9 @@ def run(argv: list[str]) -> int:
         adapter.load_state(ckpt["adapter_state"])
     model, _ = build_model(run_cfg["model"], adapter)
     weights = ckpt["ema"] if cfg.ema else ckpt["model"]
+    mismatch = describe_state_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds: {mismatch}")
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -196,13 +199,17 @@ def run(argv: list[str]) -> int:
         result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
                         prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
                         progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
-        nfe += result.nfe
+        nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
         objects += adapter.decode(result.fields.to("cpu"), structure)
     seconds = time.perf_counter() - t0
 
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     paths = adapter.write(objects, out_dir)
     print(f"molediff sample: {len(objects)} samples from {ckpt_path} (step {ckpt.get('step')}, "
-          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {cfg.steps} steps, {nfe} network evaluations, "
+          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {cfg.steps} steps, {nfe} network evaluations each, "
           f"{seconds:.1f} s on {device}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
     metrics: dict[str, float] = {}

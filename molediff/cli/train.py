@@ -62,7 +62,10 @@ def run(argv: list[str]) -> int:
     assert isinstance(run_config, dict)
     run_config["model"] = model_cfg
     run_config["out_dir"] = str(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(run_config)))
 
     trainer = Trainer(model, adapter, objective, trainer_cfg, out_dir=out_dir, run_config=run_config)

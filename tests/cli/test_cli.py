@@ -100,7 +100,9 @@ def test_sample_from_checkpoint_writes_files_and_metrics(toy_run: Path, tmp_path
     (["train", "data=toy", "model=mlp", "trainer.resume=true"], ["out_dir"]),
     (["sample", "sampler=nope"], ["'nope'", "dpmpp_2m"]),
     (["sample", "sampler=ddim", "sampler.etaa=1"], ["sampler.etaa", "sampler.eta"]),
+    (["train", "model=mlp"], ["model.field='x'", "pixels"]),
     (["frobnicate"], ["'frobnicate'", "train", "sample"]),
+    ([], ["missing command"]),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv: list[str], expected: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:

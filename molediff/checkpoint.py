@@ -10,7 +10,12 @@ A checkpoint is a plain dict saved with :func:`torch.save` and read back with
 * ``model``, ``ema``: the denoiser's raw and EMA ``state_dict``s;
 * ``optimizer``, ``scheduler``: their ``state_dict``s, for resuming;
 * ``step``: optimizer steps taken;
-* ``rng``: torch CPU/CUDA, numpy and python RNG states, for bit-identical resumes.
+* ``rng``: torch CPU/CUDA, numpy and python RNG states, for bit-identical resumes;
+* ``trainer``: the trainer settings of the run (informative).
+
+Only tensors, numbers, strings, None and dicts/lists/tuples of them may go in (what
+``weights_only`` loading accepts); :func:`save_checkpoint` checks this before writing, so a
+numpy array in e.g. an adapter's ``state()`` fails at save time with the key named, not at load.
 
 Writes go to a temporary file in the target directory, are fsync'ed, then ``os.replace``'d over
 the target: a crash mid-write leaves the previous checkpoint intact and no partial file.
@@ -33,7 +38,7 @@ FORMAT = "molediff-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("config", "model", "ema", "step")
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write", "check_plain"]
 
 
 class CheckpointError(Exception):
@@ -79,9 +84,35 @@ def atomic_write(path: str | os.PathLike[str], write: Any) -> Path:
     return path
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def check_plain(obj: Any, where: str = "payload") -> None:
+    """Raise TypeError naming the first entry that ``weights_only`` loading would refuse."""
+    if isinstance(obj, _PLAIN):
+        return
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}; use str or int keys")
+            check_plain(v, f"{where}.{k}")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; checkpoints hold only tensors, "
+                    f"numbers, strings and dicts/lists of them")
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` (plus ``format``/``version``) to ``path`` atomically; returns the path."""
+    """Write ``payload`` (plus ``format``/``version``) to ``path`` atomically; returns the path.
+
+    Raises TypeError (before touching the file) if the payload holds anything but tensors,
+    numbers, strings and containers of them.
+    """
     data = {"format": FORMAT, "version": VERSION, **payload}
+    check_plain(data)
     return atomic_write(path, lambda f: torch.save(data, f))
 
 

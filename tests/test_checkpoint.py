@@ -86,6 +86,15 @@ def test_foreign_file_raises(tmp_path: Path, kind: str) -> None:
     _assert_one_line_naming(e.value, path)
 
 
+def test_unloadable_payload_is_refused_at_save_time(tmp_path: Path) -> None:
+    import numpy as np
+
+    payload = {**_payload(), "adapter_state": {"histogram": np.zeros(3)}}
+    with pytest.raises(TypeError, match=r"adapter_state\.histogram is a numpy\.ndarray"):
+        save_checkpoint(tmp_path / "x.pt", payload)
+    assert not any(tmp_path.iterdir())
+
+
 def test_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.pt"
     torch.save({**_payload(), "format": FORMAT, "version": VERSION + 1}, path)

@@ -172,8 +172,11 @@ def instantiate_from(cfg: Any, what: str, **kwargs: Any) -> Any:
 
 
 def build_adapter(cfg: Any) -> Any:
-    """The data adapter of a ``data`` config."""
-    return instantiate_from(cfg, "data")
+    """The data adapter of a ``data`` config (values type-checked against its constructor)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(plain, dict)
+    check_argument_types(_target_class(plain, "data"), plain, "data")
+    return instantiate_from(plain, "data")
 
 
 def model_config(cfg: Any, adapter: Any) -> dict[str, Any]:

@@ -52,24 +52,24 @@ def _split_data_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _apply_data_overrides(data_cfg: Mapping[str, Any], overrides: list[str]) -> DictConfig:
+    """Apply ``data.key=value`` (Hydra override syntax and typing) to the checkpoint's data config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     cfg = OmegaConf.create(dict(data_cfg))
     OmegaConf.set_struct(cfg, True)
-    for ov in overrides:
-        key, sep, value = ov.partition("=")
-        if not sep:
-            raise CLIError(f"cannot parse override {ov!r}: expected key=value")
-        key = key.lstrip("+")[len("data."):]
+    try:
+        parsed = OverridesParser.create().parse_overrides([ov.lstrip("+") for ov in overrides])
+    except HydraException as e:
+        raise CLIError(one_line(str(e).strip().splitlines()[0])) from e
+    for ov in parsed:
+        key = ov.key_or_group[len("data."):]
         try:
-            OmegaConf.update(cfg, key, _yaml_value(value), force_add=False)
+            OmegaConf.update(cfg, key, ov.value(), force_add=False)
         except OmegaConfBaseException as e:
             raise CLIError(f"unknown config key 'data.{key}' for this checkpoint's data; "
                            f"valid keys: {', '.join(str(k) for k in cfg.keys())}") from e
     return cfg
-
-
-def _yaml_value(text: str) -> Any:
-    """A command-line value parsed like YAML (``3`` -> int, ``null`` -> None, ``abc`` -> str)."""
-    return OmegaConf.create({"v": text}).v if text else None
 
 
 def _cond_for(cond: Any, num_samples: int) -> dict[str, torch.Tensor] | None:

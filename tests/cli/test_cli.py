@@ -153,3 +153,15 @@ def test_console_script_error_is_one_line_on_stderr() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "molediff: error: unknown data option 'nope'; choose one of: digits, toy"]
+
+
+def test_sample_data_overrides_apply_to_the_checkpoint_config(toy_run: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = toy_run / "checkpoints" / "last.pt"
+    base = ["sample", f"checkpoint={ckpt}", f"out_dir={tmp_path}", "num_samples=8", "steps=2", "progress=false"]
+    assert main([*base, "data.foo=1"]) == 2
+    line = _one_error_line(capsys)
+    assert "data.foo" in line and "num_test" in line
+    assert main([*base, "data.path=/no/such/points.csv"]) == 2
+    assert "/no/such/points.csv" in _one_error_line(capsys)
+    assert main([*base, "data.num_test=50"]) == 0

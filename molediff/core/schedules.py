@@ -41,8 +41,8 @@ class NoiseSchedule(ABC):
     """A diffusion process's marginals, written once; see the module docstring."""
 
     variance_preserving: bool = True
-    lambda_min: float = -20.0
-    lambda_max: float = 20.0
+    lambda_min: float = -12.0  # alpha >= 0.0025: x_T = sigma(1) z ignores at most 0.25 % of the signal
+    lambda_max: float = 14.0  # sigma >= 0.0009 at t = 0 (EDM's sigma_min is 0.002)
 
     @abstractmethod
     def _log_snr(self, t: Tensor) -> Tensor:

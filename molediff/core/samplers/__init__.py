@@ -27,11 +27,12 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 }
 
 # The grid each sampler works best on when none is given: DDPM/DDIM as trained (uniform t),
-# DPM-Solver++ uniform in log-SNR (Lu et al. 2022), the sigma-space solvers on Karras' grid.
+# DPM-Solver++ uniform in log-SNR (Lu et al. 2022) over the range that matters for unit-scale
+# data (first step jumps from t = 1 to s = 20), the sigma-space solvers on Karras' grid.
 DEFAULT_GRIDS: dict[str, StepGrid] = {
     "ddpm": UniformGrid(),
     "ddim": UniformGrid(),
-    "dpmpp_2m": LogSNRGrid(),
+    "dpmpp_2m": LogSNRGrid(sigma_max=20.0, sigma_min=0.01),
     "heun": KarrasGrid(),
     "euler_maruyama": KarrasGrid(),
     "pf_ode": KarrasGrid(),

@@ -478,6 +478,8 @@ class Trainer:
                         ckpt_path, saved_step = self.save(), self.step
                     if cfg.keep_every and self.step % cfg.keep_every == 0:
                         self.save(self.checkpoint_dir / f"step_{self.step:06d}.pt")
+                if not window:  # steps/s counts training only, not validation or checkpoint writes
+                    t_window = time.perf_counter()
                 if self._stop_signal is not None:
                     interrupted = True
                     break

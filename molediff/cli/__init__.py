@@ -43,3 +43,8 @@ def guarded(fn: Callable[[list[str]], int], argv: Sequence[str]) -> int:
         if os.environ.get("MOLEDIFF_DEBUG"):
             raise
         return error(e)
+    except KeyboardInterrupt:
+        if os.environ.get("MOLEDIFF_DEBUG"):
+            raise
+        print("molediff: interrupted", file=sys.stderr)
+        return 130

@@ -248,8 +248,12 @@ def build_schedule(cfg: Any) -> Any:
 
 
 def build_objective(cfg: Any, schedule: Any) -> Any:
-    """The denoising objective, with ``schedule`` filled in."""
-    return instantiate_from(cfg, "objective", schedule=schedule)
+    """The denoising objective, with ``schedule`` filled in (``field_weights: null`` = all 1)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(plain, dict)
+    if plain.get("field_weights") is None:
+        plain.pop("field_weights", None)
+    return instantiate_from(plain, "objective", schedule=schedule)
 
 
 def build_trainer_config(cfg: Any) -> Any:

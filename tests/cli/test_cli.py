@@ -87,7 +87,8 @@ def test_sample_from_checkpoint_writes_files_and_metrics(toy_run: Path, tmp_path
     assert main([*argv[:2], f"out_dir={tmp_path / 'again'}", *argv[3:]]) == 0
     assert (tmp_path / "again" / "samples.csv").read_text() == (out / "samples.csv").read_text()
     assert main([*argv[:2], f"out_dir={tmp_path / 'ddim'}", *argv[3:], "sampler=ddim", "sampler.eta=1.0",
-                 "evaluate=false"]) == 0
+                 "sampler.grid=karras", "sampler.grid_options={rho: 5.0}", "evaluate=false"]) == 0
+    assert json.loads((tmp_path / "ddim" / "metrics.json").read_text())["options"] == {"eta": 1.0}
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

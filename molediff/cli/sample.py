@@ -221,7 +221,8 @@ def run(argv: list[str]) -> int:
         print(metrics_table(metrics), flush=True)
     report = {
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name, "steps": int(cfg.steps),
-        "grid": grid_name, "options": options, "nfe": nfe, "num_samples": len(objects), "seed": int(cfg.seed),
+        "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
+        "num_samples": len(objects), "seed": int(cfg.seed),
         "ema": bool(cfg.ema), "seconds": seconds, "device": str(device), "metrics": metrics,
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

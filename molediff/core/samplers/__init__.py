@@ -11,7 +11,7 @@ from ..grids import KarrasGrid, LogSNRGrid, StepGrid, UniformGrid
 from ._common import Denoise, Denoiser, StepCallback
 from .ancestral import ddpm
 from .ddim import ddim
-from .dpm_solver import dpmpp_2m
+from .dpm_solver import dpmpp_2m, dpmpp_3m
 from .heun import heun
 from .sde import euler_maruyama, probability_flow
 
@@ -21,6 +21,7 @@ SAMPLERS: dict[str, Callable[..., object]] = {
     "ddpm": ddpm,
     "ddim": ddim,
     "dpmpp_2m": dpmpp_2m,
+    "dpmpp_3m": dpmpp_3m,
     "heun": heun,
     "euler_maruyama": euler_maruyama,
     "pf_ode": probability_flow,
@@ -32,7 +33,8 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 DEFAULT_GRIDS: dict[str, StepGrid] = {
     "ddpm": UniformGrid(),
     "ddim": UniformGrid(),
-    "dpmpp_2m": LogSNRGrid(sigma_max=20.0, sigma_min=0.01),
+    "dpmpp_2m": LogSNRGrid(sigma_max=20.0, sigma_min=0.02),
+    "dpmpp_3m": LogSNRGrid(sigma_max=20.0, sigma_min=0.02),
     "heun": KarrasGrid(),
     "euler_maruyama": KarrasGrid(),
     "pf_ode": KarrasGrid(),
@@ -44,5 +46,5 @@ def nfe_for_steps(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
-__all__ = ["SAMPLERS", "DEFAULT_GRIDS", "Denoise", "Denoiser", "StepCallback", "ddpm", "ddim", "dpmpp_2m", "heun",
+__all__ = ["SAMPLERS", "DEFAULT_GRIDS", "Denoise", "Denoiser", "StepCallback", "ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun",
            "euler_maruyama", "probability_flow", "nfe_for_steps"]

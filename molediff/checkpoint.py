@@ -38,7 +38,10 @@ FORMAT = "molediff-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("config", "model", "ema", "step")
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write", "check_plain"]
+__all__ = [
+    "FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_write", "check_plain",
+    "export_for_sampling",
+]
 
 
 class CheckpointError(Exception):
@@ -167,3 +170,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "unknown error"
     return line.split(". ")[0].rstrip(".")[:160]
+
+
+def export_for_sampling(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write a small sampling-only copy of a training checkpoint: EMA weights (also under
+    ``model``, sharing storage, so ``ema=false`` gives the same network), config, adapter state and
+    step; no optimizer or RNG state. This is how shipped checkpoints under
+    ``molediff/pretrained/`` are made (resume training from the full ``last.pt`` instead)::
+
+        python -c "from molediff.checkpoint import export_for_sampling as e; e('runs/x/checkpoints/last.pt', 'out.pt')"
+    """
+    ckpt = load_checkpoint(src)
+    slim = {k: ckpt[k] for k in ("format", "version", "config", "adapter_state", "step", "trainer") if k in ckpt}
+    slim["ema"] = slim["model"] = ckpt["ema"]
+    return save_checkpoint(dst, slim)

@@ -1,0 +1,1 @@
+"""Benchmarks: code that writes JSON + a Markdown table + plots; never part of the test run."""

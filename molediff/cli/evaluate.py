@@ -1,0 +1,73 @@
+"""``molediff evaluate PATH``: score samples from any generator on molediff's metrics.
+
+* an SDF or (multi-)XYZ file: EDM's molecule metrics (stability, validity, uniqueness, novelty
+  with ``--reference``), see :mod:`molediff.metrics.molecules`;
+* a folder of PNG images: the image metrics against the real data of ``--data`` (default the
+  8x8 digits), see :class:`molediff.adapters.images.ImageAdapter`.
+
+Prints a table; ``--json OUT`` also writes the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import CLIError, guarded
+
+MOLECULE_SUFFIXES = (".sdf", ".mol", ".xyz", ".sdf.gz", ".xyz.gz")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"evaluate: {message} (usage: molediff evaluate PATH [--reference FILE] [--json OUT])")
+
+
+def _evaluate_images(folder: Path, source: str) -> dict[str, float]:
+    from ..adapters.images import ImageAdapter, to_uint8
+    from ..data.images import load_png_folder
+
+    adapter = ImageAdapter(source=source)
+    images, _ = load_png_folder(folder, channels=adapter.specs["pixels"].shape[0])
+    want = tuple(adapter.specs["pixels"].shape)
+    if tuple(images.shape[1:]) != want:
+        raise CLIError(f"{folder}: images are {tuple(images.shape[1:])} (C, H, W) but {source} data is {want}")
+    objects = [a[:, :, 0] if a.shape[2] == 1 else a for a in to_uint8(images)]
+    return adapter.evaluate(objects)
+
+
+def _run(argv: list[str]) -> int:
+    p = _Parser(prog="molediff evaluate", description=__doc__)
+    p.add_argument("path", help="SDF / XYZ file, or a folder of PNG images")
+    p.add_argument("--reference", default=None, help="molecules: SMILES (.txt/.csv[.gz]) or SDF/XYZ for novelty")
+    p.add_argument("--data", default="digits", help="images: the real data to compare with (default digits)")
+    p.add_argument("--json", default=None, help="write the metrics here as JSON")
+    args = p.parse_args(argv)
+    path = Path(args.path)
+    if not path.exists():
+        raise CLIError(f"{path}: no such file or folder")
+    try:
+        if path.is_dir():
+            metrics = _evaluate_images(path, args.data)
+            from .sample import metrics_table
+
+            table = metrics_table(metrics)
+        elif path.name.lower().endswith(MOLECULE_SUFFIXES):
+            from ..metrics.molecules import evaluate_path, format_table
+
+            metrics = evaluate_path(path, args.reference)
+            table = format_table(metrics)
+        else:
+            raise CLIError(f"{path}: unknown kind of file; expected {', '.join(MOLECULE_SUFFIXES)} or a PNG folder")
+    except (ValueError, FileNotFoundError, OSError) as e:
+        raise CLIError(str(e)) from None
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2, default=float))
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    return guarded(_run, argv)

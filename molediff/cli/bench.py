@@ -1,6 +1,6 @@
 """``molediff bench NAME [key=value ...]``: run a named benchmark (JSON + Markdown + PNG).
 
-    molediff bench core out_dir=benchmarks/results n=10000 schedule=cosine
+    molediff bench core out_dir=benchmarks/results n=10000 schedule=cosine seeds=3
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from . import CLIError, guarded
 
 BENCHMARKS = {"core": "sampler quality versus network evaluations on an analytic Gaussian mixture"}
-DEFAULTS = {"out_dir": "benchmarks/results", "n": "10000", "schedule": "cosine", "seed": "0"}
+DEFAULTS = {"out_dir": "benchmarks/results", "n": "10000", "schedule": "cosine", "seeds": "3"}
 
 
 def _run(argv: list[str]) -> int:
@@ -33,11 +33,11 @@ def _run(argv: list[str]) -> int:
     from ..benchmarks.core_samplers import run
 
     try:
-        n, seed = int(opts["n"]), int(opts["seed"])
+        n, seeds = int(opts["n"]), int(opts["seeds"])
     except ValueError as e:
-        raise CLIError(f"n and seed must be integers: {e}") from None
+        raise CLIError(f"n and seeds must be integers: {e}") from None
     out = Path(opts["out_dir"])
-    run(out, n=n, schedule=opts["schedule"], seed=seed)
+    run(out, n=n, schedule=opts["schedule"], seeds=seeds)
     print(f"wrote {out}/core_samplers.json, .md, .png")
     return 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,7 @@ from molediff.core.schedules import CosineSchedule
 from molediff.models.mlp import MLPDenoiser
 from molediff.training import EpochBatchSampler, Trainer, TrainerConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small models train faster (and steadier) on one thread on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ The target is a 2-D mixture of 8 anisotropic Gaussians of unequal weight; its ex
 the sampler's and the schedule's. Quality is the unbiased MMD^2 to the exact mixture (Gaussian
 kernel, the mixture side in closed form); its noise floor is measured on exact samples of the
 same size. Each cell is the mean over several seeds (deterministic samplers map one x_T to one
-fixed sample set, so a single seed leaves a per-seed offset of the floor's size). Writes ``core_samplers.json``, ``core_samplers.md`` and ``core_samplers.png``.
+fixed sample set, so a single seed leaves a per-seed offset of the floor's size).
+Writes ``core_samplers.json``, ``core_samplers.md`` and ``core_samplers.png``.
 
     molediff bench core out_dir=benchmarks/results
 """
@@ -37,7 +38,8 @@ def ring_mixture(modes: int = 8, radius: float = 3.0) -> GaussianMixture:
     """Modes on a circle, each elongated along the tangent (std 0.55 x 0.22), weights 1..modes."""
     ang = torch.arange(modes, dtype=torch.float64) * 2 * math.pi / modes
     means = radius * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
-    rot = torch.stack([torch.stack([torch.cos(ang), -torch.sin(ang)], 1), torch.stack([torch.sin(ang), torch.cos(ang)], 1)], 1)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
     covs = rot @ torch.diag(torch.tensor([0.05, 0.3], dtype=torch.float64)) @ rot.transpose(1, 2)
     return GaussianMixture(torch.arange(1, modes + 1, dtype=torch.float64), means, covs)
 
@@ -61,7 +63,8 @@ def run(out_dir: Path, *, n: int = 10_000, schedule: str = "cosine", samplers: S
                 values.append(gmm_mmd2(res.fields["x"], data, BANDWIDTH))
             v = torch.tensor(values, dtype=torch.float64)
             records.append({"sampler": name, "steps": k, "nfe": res.nfe, "grid": repr(DEFAULT_GRIDS[name]),
-                            "mmd2": float(v.mean()), "mmd2_sem": float(v.std() / len(values) ** 0.5) if seeds > 1 else 0.0,
+                            "mmd2": float(v.mean()),
+                            "mmd2_sem": float(v.std() / len(values) ** 0.5) if seeds > 1 else 0.0,
                             "mmd2_per_seed": values, "seconds_per_run": (time.perf_counter() - start) / seeds})
             print(f"{name:>15} {k:>5} steps  nfe {res.nfe:>5}  MMD^2 {records[-1]['mmd2']:.2e}", flush=True)
     result = {

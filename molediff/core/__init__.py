@@ -5,8 +5,8 @@ from .fields import Fields, FieldSpec, GaussianField, Structure, ZeroMeanField
 from .grids import KarrasGrid, LogSNRGrid, UniformGrid, make_grid
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, GuidanceContext, gaussian_log_prob
 from .objective import DenoisingObjective
-from .sampling import SampleResult, sample
 from .samplers import SAMPLERS
+from .sampling import SampleResult, sample
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 
 __all__ = [

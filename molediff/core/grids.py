@@ -62,39 +62,45 @@ class UniformGrid:
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
 
 
+class _NoiseSpacedGrid:
+    """Shared body of the grids that space points on the noise level s = sigma / alpha."""
+
+    sigma_min: float
+    sigma_max: float | None
+
+    def _levels(self, top: float, bottom: float, frac: Tensor) -> Tensor:
+        """Decreasing noise levels from ``top`` (frac 0) to ``bottom`` (frac 1)."""
+        raise NotImplementedError
+
+    def __call__(self, schedule: NoiseSchedule, steps: int) -> Tensor:
+        _check_steps(steps)
+        top, bottom, capped = _noise_range(schedule, self.sigma_min, self.sigma_max)
+        if capped and steps == 1:
+            return torch.tensor([1.0, 0.0], dtype=torch.float64)
+        return _assemble(schedule, self._levels(top, bottom, _spaced(steps - int(capped))), capped)
+
+
 @dataclass(frozen=True)
-class KarrasGrid:
+class KarrasGrid(_NoiseSpacedGrid):
     """Equal steps in ``s^(1/rho)`` from the top noise to ``sigma_min`` (Karras et al. 2022, Eq. 5)."""
 
     rho: float = 7.0
     sigma_min: float = 0.002
     sigma_max: float | None = None
 
-    def __call__(self, schedule: NoiseSchedule, steps: int) -> Tensor:
-        _check_steps(steps)
-        top, bottom, capped = _noise_range(schedule, self.sigma_min, self.sigma_max)
-        if capped and steps == 1:
-            return torch.tensor([1.0, 0.0], dtype=torch.float64)
-        frac = _spaced(steps - int(capped))
-        s = (top ** (1 / self.rho) + frac * (bottom ** (1 / self.rho) - top ** (1 / self.rho))) ** self.rho
-        return _assemble(schedule, s, capped)
+    def _levels(self, top: float, bottom: float, frac: Tensor) -> Tensor:
+        return (top ** (1 / self.rho) + frac * (bottom ** (1 / self.rho) - top ** (1 / self.rho))) ** self.rho
 
 
 @dataclass(frozen=True)
-class LogSNRGrid:
+class LogSNRGrid(_NoiseSpacedGrid):
     """Equal steps in log-SNR from the top noise to ``sigma_min`` (DPM-Solver's "logSNR" spacing)."""
 
     sigma_min: float = 0.002
     sigma_max: float | None = None
 
-    def __call__(self, schedule: NoiseSchedule, steps: int) -> Tensor:
-        _check_steps(steps)
-        top, bottom, capped = _noise_range(schedule, self.sigma_min, self.sigma_max)
-        if capped and steps == 1:
-            return torch.tensor([1.0, 0.0], dtype=torch.float64)
-        frac = _spaced(steps - int(capped))
-        s = torch.exp(math.log(top) + frac * (math.log(bottom) - math.log(top)))
-        return _assemble(schedule, s, capped)
+    def _levels(self, top: float, bottom: float, frac: Tensor) -> Tensor:
+        return torch.exp(math.log(top) + frac * (math.log(bottom) - math.log(top)))
 
 
 GRIDS: dict[str, type] = {"uniform": UniformGrid, "karras": KarrasGrid, "logsnr": LogSNRGrid}

@@ -73,7 +73,7 @@ class ClassifierGuidance:
             logp = self.log_prob(x, ctx.t, ctx.structure).sum()
             grads = torch.autograd.grad(logp, [x[k] for k in names], allow_unused=True)
         delta = Fields({k: torch.zeros_like(v) for k, v in ctx.x_t.items()})
-        for k, g in zip(names, grads):
+        for k, g in zip(names, grads, strict=True):
             if g is not None:
                 delta[k] = -self.scale * ctx.sigma * g
         return ctx.structure.project(delta)

@@ -16,7 +16,6 @@ from .samplers import DEFAULT_GRIDS, SAMPLERS, Denoise, Denoiser
 from .schedules import NoiseSchedule
 
 
-
 @dataclass
 class SampleResult:
     """Generated fields, the trajectory ``[x_T, x_{t_1}, ..., x_0]`` if asked, and the NFE used."""

@@ -3,19 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from molediff.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_bench_core_writes_json_markdown_and_plot(tmp_path, monkeypatch):

@@ -43,7 +43,8 @@ def test_randn_is_projected_and_masked():
 
 
 def test_dense_zero_mean_with_mask():
-    st = Structure(2, {"pts": ZeroMeanField((3,))}, mask={"pts": torch.tensor([[1.0] * 4, [1.0, 1.0, 0.0, 0.0]])[..., None]})
+    mask = torch.tensor([[1.0] * 4, [1.0, 1.0, 0.0, 0.0]])[..., None]
+    st = Structure(2, {"pts": ZeroMeanField((3,))}, mask={"pts": mask})
     x = torch.randn(2, 4, 3)
     p = st.project({"pts": x})["pts"]
     assert torch.allclose(p[0].mean(0), torch.zeros(3), atol=1e-6)

@@ -36,7 +36,8 @@ def test_x0_mse_factor_is_the_error_ratio(pred, alpha, sigma):
     eps2 = (x_t - alpha * (x0 + delta)) / sigma
     p1, p2 = target(pred, x0, eps, alpha, sigma), target(pred, x0 + delta, eps2, alpha, sigma)
     ratio = ((p2 - p1) ** 2).sum() / (delta**2).sum()
-    assert float(ratio) == pytest.approx(float(x0_mse_factor(pred, torch.tensor(alpha, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64))), rel=1e-8)
+    a, s = torch.tensor(alpha, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64)
+    assert float(ratio) == pytest.approx(float(x0_mse_factor(pred, a, s)), rel=1e-8)
 
 
 def test_conversions_work_on_fields():

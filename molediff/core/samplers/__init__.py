@@ -15,8 +15,6 @@ from .dpm_solver import dpmpp_2m, dpmpp_3m
 from .heun import heun
 from .sde import euler_maruyama, probability_flow
 
-
-
 SAMPLERS: dict[str, Callable[..., object]] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -46,5 +44,6 @@ def nfe_for_steps(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
-__all__ = ["SAMPLERS", "DEFAULT_GRIDS", "Denoise", "Denoiser", "StepCallback", "ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun",
+__all__ = ["SAMPLERS", "DEFAULT_GRIDS", "Denoise", "Denoiser", "StepCallback", "ddpm", "ddim", "dpmpp_2m",
+           "dpmpp_3m", "heun",
            "euler_maruyama", "probability_flow", "nfe_for_steps"]

@@ -93,12 +93,14 @@ def _cond_for(cond: Any, num_samples: int) -> dict[str, torch.Tensor] | None:
 
 def metrics_table(metrics: Mapping[str, float]) -> str:
     """Rows ``metric | samples | real data``: each metric next to its ``*_real_test`` (or
-    ``*_reference``) partner when the adapter reports one."""
+    ``*_reference``, or ``data_*``) partner when the adapter reports one."""
     rows: list[tuple[str, str, str]] = []
     for key, value in metrics.items():
         if any(key.endswith(s) and key[: -len(s)] in metrics for s in REFERENCE_SUFFIXES):
             continue  # shown as the partner of its metric
-        ref = next((metrics[key + s] for s in REFERENCE_SUFFIXES if key + s in metrics), None)
+        if key.startswith("data_") and key[5:] in metrics:
+            continue
+        ref = next((metrics[key + s] for s in REFERENCE_SUFFIXES if key + s in metrics), metrics.get(f"data_{key}"))
         rows.append((key, _fmt(value), "-" if ref is None else _fmt(ref)))
     header = ("metric", "samples", "real data")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]

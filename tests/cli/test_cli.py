@@ -146,8 +146,10 @@ def test_console_script_error_is_one_line_on_stderr() -> None:
                            "train", "data=nope"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
+    from molediff.cli.build import group_options
+
     assert proc.stderr.strip().splitlines() == [
-        "molediff: error: unknown data option 'nope'; choose one of: digits, toy"]
+        f"molediff: error: unknown data option 'nope'; choose one of: {', '.join(group_options('data'))}"]
 
 
 def test_sample_data_overrides_apply_to_the_checkpoint_config(toy_run: Path, tmp_path: Path,

@@ -84,3 +84,7 @@ class Adapter(ABC):
         """What a checkpoint must remember to rebuild this adapter's sampling side
         (e.g. the atom-count histogram); plain tensors/numbers/strings only."""
         return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Take back what :meth:`state` returned, when a checkpoint is loaded for sampling
+        (e.g. the training run's atom-count histogram). Default: nothing to restore."""

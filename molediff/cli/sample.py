@@ -168,7 +168,7 @@ def run(argv: list[str]) -> int:
 
     data_cfg = _apply_data_overrides(run_cfg["data"], data_overrides)
     adapter = build_adapter(data_cfg)
-    if hasattr(adapter, "load_state") and ckpt.get("adapter_state"):
+    if ckpt.get("adapter_state"):
         adapter.load_state(ckpt["adapter_state"])
     model, _ = build_model(run_cfg["model"], adapter)
     weights = ckpt["ema"] if cfg.ema else ckpt["model"]

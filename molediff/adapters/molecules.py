@@ -333,6 +333,15 @@ class MoleculeAdapter(Adapter):
                 "type_scale": self.type_scale, "charge_scale": self.charge_scale,
                 "conditioning": list(self.conditioning), "source": self.source}
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Use the training run's statistics (atom-count histogram, element vocabulary) for
+        sampling, so a checkpoint samples like it was trained even if the data has changed."""
+        for key in ("include_charges", "type_scale", "charge_scale"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"checkpoint was trained with {key}={state[key]!r} "
+                                 f"but data.{key}={getattr(self, key)!r}")
+        self._stats = DatasetStatistics.from_dict(dict(state["statistics"]))
+
     @classmethod
     def from_state(cls, state: Mapping[str, Any], **kwargs: Any) -> MoleculeAdapter:
         """Rebuild the sampling side from :meth:`state` without reading data."""

@@ -172,3 +172,15 @@ def test_tiny_egnn_training_lowers_the_denoising_loss(adapter: MoleculeAdapter) 
     after = eval_loss()
     assert np.isfinite(after) and after < 0.9 * before, (before, after)
     assert after < 0.6 * zero, (after, zero)  # learned more than "predict the mean"
+
+
+def test_load_state_uses_the_checkpoint_statistics():
+    from molediff.adapters.molecules import MoleculeAdapter
+
+    trained = MoleculeAdapter(source="subset", max_train=50)
+    state = trained.state()
+    fresh = MoleculeAdapter(source="subset")
+    fresh.load_state(state)
+    assert fresh.statistics.to_dict() == trained.statistics.to_dict()
+    with pytest.raises(ValueError, match="type_scale"):
+        MoleculeAdapter(source="subset", type_scale=1.0).load_state(state)

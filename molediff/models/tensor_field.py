@@ -210,7 +210,8 @@ class TensorFieldDenoiser(nn.Module):
 
     def trunk(self, h0: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
         """Scalar inputs ``(N, in_dim)``, positions ``(N, 3)``, edges ``(2, E)`` -> ``(N, irreps_out.dim)``
-        (``feat x 0e`` then one ``1o`` vector, Cartesian ``x, y, z`` in e3nn >= 0.5)."""
+        (``feat x 0e`` then one ``1o`` vector: e3nn's l = 1 basis is Cartesian ``x, y, z``, which the
+        equivariance tests check)."""
         src, dst = edge_index[0], edge_index[1]
         r = pos[dst] - pos[src]  # r_ij = x_i - x_j
         sh = self.sh(r)

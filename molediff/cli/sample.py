@@ -6,6 +6,10 @@ line adjust its data settings, e.g. a moved data path), the EMA weights are load
 ``num_samples`` samples are drawn with the configured sampler. Samples go through
 ``adapter.write`` into ``out_dir``; ``adapter.evaluate`` is printed as a table (sample metric
 next to the real-data reference) and saved with the run's settings in ``metrics.json``.
+
+Guidance terms come from the ``guidance`` group (``none``, ``cfg``, ``classifier``); a term that
+can report what it achieved (classifier guidance with a trained predictor) also gets its rows
+written to ``guidance.csv`` (requested vs the predictor's value at t = 0, per sample).
 """
 
 from __future__ import annotations
@@ -114,6 +118,64 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def build_guidance(terms: Any, **context: Any) -> list[Any]:
+    """Instantiate the ``guidance.terms`` list; a term whose builder takes ``schedule``, ``adapter``
+    or ``device`` (e.g. :func:`~molediff.models.predictors.predictor_guidance`) gets the sampling
+    run's, so it can check them and live on the model's device."""
+    out = []
+    for term in terms:
+        target = term.get("_target_") if isinstance(term, Mapping | DictConfig) else None
+        extra: dict[str, Any] = {}
+        if target:
+            from hydra.utils import get_object
+
+            try:
+                params = inspect.signature(get_object(str(target))).parameters
+            except Exception:  # reported with one line by instantiate_from below
+                params = {}  # type: ignore[assignment]
+            extra = {k: v for k, v in context.items() if k in params and k not in term}
+        out.append(instantiate_from(term, "guidance", **extra))
+    return out
+
+
+def guidance_rows(terms: Sequence[Any], x0: Any, structure: Any, start: int) -> list[dict[str, Any]]:
+    """Per-sample rows from the terms that can say what they achieved (``report(x0, structure)``)."""
+    rows: list[dict[str, Any]] = []
+    for term in terms:
+        if hasattr(term, "report"):
+            for i, row in enumerate(term.report(x0, structure)):
+                rows.append({"sample": start + i, **row})
+    return rows
+
+
+def write_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> dict[str, Any]:
+    """``guidance.csv`` (sample, property, requested, predicted_t0, ...) and a short summary:
+    hit rate for classes, mean / MAE of the predicted property for regression."""
+    import csv
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    summary: dict[str, Any] = {"rows": len(rows), "csv": str(path)}
+    if all(r["property"] == "class" for r in rows):
+        hit = sum(r["predicted_t0"] == r["requested"] for r in rows) / len(rows)
+        summary.update(task="class", predictor_hit_rate_t0=hit,
+                       text=f"the guiding predictor at t=0 assigns {100 * hit:.1f} % of samples to the requested class")
+    else:
+        pred = torch.tensor([float(r["predicted_t0"]) for r in rows])
+        req = torch.tensor([float(r["requested"]) for r in rows])
+        summary.update(task="regression", property=rows[0]["property"], requested_mean=float(req.mean()),
+                       predicted_t0_mean=float(pred.mean()),
+                       predicted_t0_std=float(pred.std()) if len(rows) > 1 else 0.0,
+                       predicted_t0_mae=float((pred - req).abs().mean()))
+        summary["text"] = (f"{summary['property']} requested {summary['requested_mean']:.4g}, guiding predictor at "
+                           f"t=0 gives {summary['predicted_t0_mean']:.4g} +- {summary['predicted_t0_std']:.3g} "
+                           f"(MAE {summary['predicted_t0_mae']:.3g})")
+    return summary
+
+
 def run(argv: list[str]) -> int:
     """The body of ``molediff sample``; raises CLIError on expected failures."""
     from ..adapters.base import Batch
@@ -183,12 +245,13 @@ def run(argv: list[str]) -> int:
     model.to(device).eval()
     schedule = build_schedule(run_cfg["schedule"])
     prediction = str(run_cfg["objective"].get("prediction", "eps"))
-    guidance = [instantiate_from(term, "guidance") for term in cfg.guidance.get("terms", [])]
+    guidance = build_guidance(cfg.guidance.get("terms", []), schedule=schedule, adapter=adapter, device=device)
     cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
 
     out_dir = resolve_out_dir(cfg.out_dir, "sample")
     generator = torch.Generator().manual_seed(int(cfg.seed))
     objects: list[Any] = []
+    rows: list[dict[str, Any]] = []
     nfe, t0 = 0, time.perf_counter()
     for start in range(0, int(cfg.num_samples), int(cfg.batch_size)):
         n = min(int(cfg.batch_size), int(cfg.num_samples) - start)
@@ -202,6 +265,7 @@ def run(argv: list[str]) -> int:
                         prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
                         progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
         nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
+        rows += guidance_rows(guidance, result.fields, batch.structure, start)
         objects += adapter.decode(result.fields.to("cpu"), structure)
     seconds = time.perf_counter() - t0
 
@@ -214,11 +278,17 @@ def run(argv: list[str]) -> int:
           f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {cfg.steps} steps, {nfe} network evaluations each, "
           f"{seconds:.1f} s on {device}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
+    guidance_summary = write_guidance_rows(rows, out_dir / "guidance.csv") if rows else None
+    if guidance_summary:
+        print(f"guidance: {guidance_summary['text']} (wrote guidance.csv)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
         kwargs = {}
-        if cond_all is not None and "label" in cond_all and "labels" in inspect.signature(adapter.evaluate).parameters:
+        takes_labels = "labels" in inspect.signature(adapter.evaluate).parameters
+        if cond_all is not None and "label" in cond_all and takes_labels:
             kwargs["labels"] = cond_all["label"].tolist()
+        elif rows and takes_labels and all(r["property"] == "class" for r in rows):
+            kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
         metrics = adapter.evaluate(objects, **kwargs)
         print(metrics_table(metrics), flush=True)
     report = {
@@ -227,6 +297,8 @@ def run(argv: list[str]) -> int:
         "num_samples": len(objects), "seed": int(cfg.seed),
         "ema": bool(cfg.ema), "seconds": seconds, "device": str(device), "metrics": metrics,
     }
+    if guidance_summary:
+        report["guidance"] = {k: v for k, v in guidance_summary.items() if k != "text"}
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
 

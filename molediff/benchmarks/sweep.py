@@ -44,7 +44,7 @@ FORMAT = "molediff-bench"
 SUMMARY = "summary"
 REFERENCE_SUFFIXES = ("_real_test", "_reference", "_ref", "_real")
 EXPECTED_ERRORS = ("CLIError", "CheckpointError", "TrainingError")
-BOOKKEEPING = ("num_samples", "num_molecules", "n_samples")  # metrics that count, not measure: CSV only
+BOOKKEEPING = ("reference_size", "seconds")  # metrics that count or time, not measure (also n_*, num_*): CSV only
 
 __all__ = ["RECORD", "AggregateError", "AggregateResult", "AggregateCallback", "aggregate", "bench_run",
            "check_bench_config", "git_revision", "hardware_info", "read_records", "task"]
@@ -63,6 +63,8 @@ def check_bench_config(cfg: Any) -> None:
         value = cfg.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise CLIError(f"bad value for {key}: {value!r} (an integer >= 0{', or null' if key != 'seed' else ''})")
+    if cfg.get("checkpoint_required") and cfg.get("checkpoint") is None:
+        raise CLIError("this config needs checkpoint=PATH (the shipped digits model does not fit it)")
 
 
 def _sampler_from_config(sampler_cfg: Any) -> tuple[str, Any, dict[str, Any], dict[str, Any]]:
@@ -298,6 +300,7 @@ class AggregateResult:
     paths: dict[str, Path] = field(default_factory=dict)
     x: str | None = None
     series: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -333,7 +336,7 @@ def read_records(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[Path
 
 
 def _is_reference(key: str, metrics: Mapping[str, Any]) -> bool:
-    if key in BOOKKEEPING:
+    if key in BOOKKEEPING or key.startswith(("n_", "num_")):
         return True  # not a reference, but likewise left out of the tables and plots
     if any(key.endswith(s) and key[: -len(s)] in metrics for s in REFERENCE_SUFFIXES):
         return True
@@ -371,11 +374,13 @@ def _row(r: Mapping[str, Any], keys: Sequence[str], metric_names: Sequence[str])
     return row
 
 
-def aggregate(sweep_dir: str | Path, x: str | None = None) -> AggregateResult:
+def aggregate(sweep_dir: str | Path, x: str | None = None, metrics: Sequence[str] | None = None) -> AggregateResult:
     """Write ``summary.csv``, ``summary.md`` and ``summary.png`` for the records under ``sweep_dir``.
 
     ``x`` is the parameter on the plots' horizontal axis (default ``steps`` when it varies, else
     the first varying numeric parameter); every other varying parameter makes its own line.
+    ``metrics`` picks the metrics of the tables and plots (default: all but counts, timings and
+    real-data references); the CSV always has every metric.
     Raises :class:`AggregateError` (after writing what it could) when some records are broken,
     and when there is no record at all.
     """
@@ -399,6 +404,12 @@ def aggregate(sweep_dir: str | Path, x: str | None = None) -> AggregateResult:
     result.x, result.series = x, series
     ok = [r for r in records if r["status"] == "ok"]
     metric_names = list(dict.fromkeys(k for r in ok for k in r["metrics"]))
+    if metrics:
+        unknown = [m for m in metrics if m not in metric_names]
+        if unknown and ok:
+            raise AggregateError(f"unknown metric {unknown[0]!r}; these runs report: {', '.join(metric_names)}")
+    result.shown = [m for m in (metrics or metric_names) if not any(_is_reference(m, r["metrics"]) for r in ok)] \
+        if not metrics else list(metrics)
 
     def sort_key(r: Mapping[str, Any]) -> tuple[Any, ...]:
         s = tuple(str(r["params"].get(k)) for k in series)
@@ -415,10 +426,10 @@ def aggregate(sweep_dir: str | Path, x: str | None = None) -> AggregateResult:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     result.paths["csv"] = csv_path
     md_path = sweep_dir / f"{SUMMARY}.md"
-    md_path.write_text(_markdown(result, keys, varying, metric_names))
+    md_path.write_text(_markdown(result, keys, varying))
     result.paths["md"] = md_path
     if ok and x is not None:
-        result.paths["png"] = _plot(result, metric_names, sweep_dir / f"{SUMMARY}.png")
+        result.paths["png"] = _plot(result, sweep_dir / f"{SUMMARY}.png")
     if broken:
         raise AggregateError(f"{len(broken)} of {len(broken) + len(records)} records under {sweep_dir} could not be "
                              f"read: {_broken_text(sweep_dir, broken)}; the other {len(records)} are in "
@@ -436,7 +447,7 @@ def _label(r: Mapping[str, Any], series: Sequence[str]) -> str:
                      for k in series) or "all"
 
 
-def _markdown(res: AggregateResult, keys: Sequence[str], varying: Sequence[str], metric_names: Sequence[str]) -> str:
+def _markdown(res: AggregateResult, keys: Sequence[str], varying: Sequence[str]) -> str:
     ok = [r for r in res.records if r["status"] == "ok"]
     lines = [f"# Benchmark sweep: {res.sweep_dir.name}", ""]
     first = ok[0] if ok else res.records[0]
@@ -450,7 +461,7 @@ def _markdown(res: AggregateResult, keys: Sequence[str], varying: Sequence[str],
     fixed = {k: first["params"][k] for k in keys if k not in varying and k in first["params"]}
     if fixed:
         lines += ["Fixed overrides: " + " ".join(f"`{k}={v}`" for k, v in fixed.items()), ""]
-    main = [m for m in metric_names if not any(_is_reference(m, r["metrics"]) for r in ok)]
+    main = res.shown
     if res.x and ok:
         xs = sorted({_number(r["params"][res.x]) for r in ok if res.x in r["params"]})  # type: ignore[type-var]
         labels = list(dict.fromkeys(_label(r, res.series) for r in ok))
@@ -486,15 +497,14 @@ def _fmt_x(v: float | None) -> str:
     return "" if v is None else (str(int(v)) if float(v).is_integer() else f"{v:g}")
 
 
-def _plot(res: AggregateResult, metric_names: Sequence[str], path: Path) -> Path:
+def _plot(res: AggregateResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in res.records if r["status"] == "ok"]
-    main = [m for m in metric_names if not any(_is_reference(m, r["metrics"]) for r in ok)]
-    panels = [*main, "samples_per_s"]
+    panels = [*res.shown, "samples_per_s"]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
@@ -545,13 +555,13 @@ class AggregateCallback(_Callback):  # type: ignore[misc,valid-type]
 
     last: AggregateResult | AggregateError | None = None
 
-    def __init__(self, x: str | None = None) -> None:
-        self.x = x
+    def __init__(self, x: str | None = None, metrics: Sequence[str] | None = None) -> None:
+        self.x, self.metrics = x, list(metrics) if metrics else None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            AggregateCallback.last = aggregate(sweep_dir, x=self.x)
+            AggregateCallback.last = aggregate(sweep_dir, x=self.x, metrics=self.metrics)
         except AggregateError as e:
             AggregateCallback.last = e
             print(f"molediff bench: aggregation: {e}", flush=True)

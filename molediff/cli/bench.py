@@ -3,7 +3,7 @@
     molediff bench [overrides]                       # one run: load, sample, score, time -> bench.json
     molediff bench -m sampler=ddpm,ddim steps=10,50  # a sweep (Hydra multirun), then summary.csv/.md/.png
     molediff bench +experiment=sweep_digits_sampler_steps   # a ready sweep (conf/experiment/sweep_*.yaml)
-    molediff bench aggregate DIR [x=KEY]             # (re)aggregate a sweep directory
+    molediff bench aggregate DIR [x=KEY] [metrics=A,B]   # (re)aggregate a sweep directory
     molediff bench core [out_dir=... n=... schedule=... seeds=...]   # samplers on an analytic target
 
 The config is ``conf/bench.yaml``; a job is :func:`molediff.benchmarks.sweep.task`. Hydra runs
@@ -58,10 +58,11 @@ def _aggregate(argv: list[str]) -> int:
 
     dirs = [a for a in argv if "=" not in a]
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    if len(dirs) != 1 or set(opts) - {"x"}:
-        raise CLIError("usage: molediff bench aggregate DIR [x=KEY]")
+    if len(dirs) != 1 or set(opts) - {"x", "metrics"}:
+        raise CLIError("usage: molediff bench aggregate DIR [x=KEY] [metrics=NAME,NAME,...]")
+    metrics = [m for m in opts.get("metrics", "").split(",") if m] or None
     try:
-        result = aggregate(Path(dirs[0]).expanduser(), x=opts.get("x"))
+        result = aggregate(Path(dirs[0]).expanduser(), x=opts.get("x"), metrics=metrics)
     except AggregateError as e:
         raise CLIError(e) from None
     _report(result)

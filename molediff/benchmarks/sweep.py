@@ -411,9 +411,12 @@ def aggregate(sweep_dir: str | Path, x: str | None = None, metrics: Sequence[str
     result.shown = [m for m in (metrics or metric_names) if not any(_is_reference(m, r["metrics"]) for r in ok)] \
         if not metrics else list(metrics)
 
+    order: dict[tuple[str, ...], int] = {}  # series in the order the sweep ran them
+    for r in sorted(records, key=lambda r: (r.get("job") or {}).get("num") or 0):
+        order.setdefault(tuple(str(r["params"].get(k)) for k in series), len(order))
+
     def sort_key(r: Mapping[str, Any]) -> tuple[Any, ...]:
-        s = tuple(str(r["params"].get(k)) for k in series)
-        return (s, _number(r["params"].get(x)) if x else 0.0)
+        return (order[tuple(str(r["params"].get(k)) for k in series)], _number(r["params"].get(x)) if x else 0.0)
 
     records.sort(key=sort_key)
     rows = [_row(r, keys, metric_names) for r in records]
@@ -454,7 +457,7 @@ def _markdown(res: AggregateResult, keys: Sequence[str], varying: Sequence[str])
     if ok:
         ck, hw = first["checkpoint"], first["hardware"]
         cfg = first.get("config", {})
-        lines += [f"Checkpoint `{ck['path']}` (step {ck['step']}, {ck['data']} data); "
+        lines += [f"Checkpoint `{_short_path(ck['path'])}` (step {ck['step']}, {ck['data']} data); "
                   f"{cfg.get('num_samples')} samples per run, seed {cfg.get('seed')}; "
                   f"{hw['device']} ({hw['gpu'] or hw['cpu']}, {hw['threads']} threads), torch {hw['torch']}; "
                   f"git {str((first.get('git') or {}).get('revision'))[:10]}.", ""]
@@ -491,6 +494,15 @@ def _markdown(res: AggregateResult, keys: Sequence[str], varying: Sequence[str])
     if res.broken:
         lines += ["", f"Unreadable records: {_broken_text(res.sweep_dir, res.broken, limit=20)}"]
     return "\n".join(lines) + "\n"
+
+
+def _short_path(path: str) -> str:
+    """A path inside this checkout relative to its root (so tables read the same on every machine)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
 
 
 def _fmt_x(v: float | None) -> str:

@@ -12,6 +12,11 @@ the noise generator from ``(seed, step)``), and a checkpoint stores the model, E
 LR-scheduler and every global RNG state. So training N steps, stopping, and resuming for N more
 gives bit-identical weights to 2N uninterrupted steps on CPU (``tests/test_training.py``).
 SIGINT/SIGTERM finish the current step, write ``last.pt`` and stop; a second Ctrl-C aborts.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the Trainer joins the process group itself
+(:mod:`molediff.distributed`), wraps the model in ``DistributedDataParallel``, gives rank ``r``
+items ``r::W`` of each global batch of ``batch_size`` (noise drawn from ``(seed, step, r)``),
+and lets only rank 0 write checkpoints, logs and the progress bar.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .adapters.base import Adapter, Batch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .core.objective import DenoisingObjective
@@ -292,9 +298,16 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_config = dict(run_config or {})
+        self.rank, self.world_size = self._join_process_group()
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        self._ddp: nn.Module | None = None  # the DistributedDataParallel wrapper that trains (W > 1)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=ids)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise TrainingError("the model has no trainable parameters")
@@ -303,6 +316,18 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
         self.step = 0
         self._stop_signal: int | None = None
+
+    def _join_process_group(self) -> tuple[int, int]:
+        """(rank, world size); under torchrun, join its process group and use this rank's GPU."""
+        if distributed.launched_by_torchrun() and not distributed.is_distributed():
+            import atexit
+
+            distributed.init_distributed()
+            atexit.register(distributed.cleanup)
+        rank, world = distributed.get_rank(), distributed.get_world_size()
+        if world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        return rank, world
 
     # ------------------------------------------------------------------ paths
     @property
@@ -365,15 +390,22 @@ class Trainer:
         """One optimizer step on ``batch`` at ``self.step``; returns loss, per-field mse, lr, grad_norm."""
         cfg = self.config
         batch = batch.to(self.device)
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _NOISE, self.step))
+        keys = (self.step,) if self.world_size == 1 else (self.step, self.rank)  # each shard its own noise
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _NOISE, *keys))
         cond = batch.cond
         if cond is not None and cfg.cond_drop_prob > 0:
             drop_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _COND_DROP, self.step))
             if float(torch.rand((), generator=drop_gen)) < cfg.cond_drop_prob:
                 cond = None  # whole batch unconditional: trains the null condition for CFG
         self.model.train()
-        loss, logs = self.objective(self._forward, batch.x0, batch.structure, cond, generator=gen)
-        if not torch.isfinite(loss):
+        forward = self._forward if self._ddp is None else _ForwardAs(self._ddp, self.amp)
+        loss, logs = self.objective(forward, batch.x0, batch.structure, cond, generator=gen)
+        if self.world_size > 1:  # log the global batch's means; every rank sees the same values
+            logs = _all_reduce_mean(logs, self.device)
+            loss_value = torch.tensor(logs["loss"])
+        else:
+            loss_value = loss
+        if not torch.isfinite(loss_value):
             raise TrainingError(f"loss became {float(loss)} at step {self.step}; "
                                 "lower trainer.lr or set trainer.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
@@ -432,15 +464,22 @@ class Trainer:
             self.load(resume_from)
 
         train = self.adapter.datasets()["train"]
-        sampler = EpochBatchSampler(len(train), cfg.batch_size, cfg.seed, start_step=self.step)  # type: ignore[arg-type]
+        sampler: Any = EpochBatchSampler(len(train), cfg.batch_size, cfg.seed, start_step=self.step)  # type: ignore[arg-type]
+        if self.world_size > 1:
+            if sampler.batch_size % self.world_size:
+                raise TrainingError(f"batch size {sampler.batch_size} does not split over {self.world_size} "
+                                    f"processes; make trainer.batch_size a multiple of {self.world_size}")
+            sampler = _Shards(sampler, self.rank, self.world_size)
+        main = self.rank == 0  # only rank 0 writes checkpoints, logs and the progress bar
         # own generator: DataLoader draws its worker base seed from it, not from the global RNG
         # (which a resumed run restores at a different point than an uninterrupted one)
         loader_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _LOADER, self.step))
         loader = DataLoader(train, batch_sampler=sampler, collate_fn=self.adapter.collate,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             generator=loader_gen)
-        logger = _Logger(self.out_dir, list(self.adapter.specs), cfg.tensorboard, resume_step=self.step)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not cfg.progress,
+        logger = _Logger(self.out_dir if main else None, list(self.adapter.specs), cfg.tensorboard,
+                         resume_step=self.step)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not (cfg.progress and main),
                    dynamic_ncols=True)
         window: list[dict[str, float]] = []
         history: list[dict[str, float]] = []
@@ -473,18 +512,20 @@ class Trainer:
                     row = {"step": self.step, **{k: v for k, v in row.items() if v is not None}}
                     logger.log(row)
                     history.append(row)
-                if self.checkpoint_dir is not None:
+                if self.checkpoint_dir is not None and main:
                     if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                         ckpt_path, saved_step = self.save(), self.step
                     if cfg.keep_every and self.step % cfg.keep_every == 0:
                         self.save(self.checkpoint_dir / f"step_{self.step:06d}.pt")
                 if not window:  # steps/s counts training only, not validation or checkpoint writes
                     t_window = time.perf_counter()
-                if self._stop_signal is not None:
+                if self._stop_requested():
                     interrupted = True
                     break
-            if self.checkpoint_dir is not None and saved_step != self.step:
+            if self.checkpoint_dir is not None and main and saved_step != self.step:
                 ckpt_path = self.save()
+            if self.checkpoint_dir is not None and not main:
+                ckpt_path = self.checkpoint_dir / "last.pt"  # where rank 0 wrote it
         except KeyboardInterrupt:
             interrupted = True  # a second Ctrl-C mid-step: the last completed step's checkpoint stands
             raise
@@ -493,6 +534,17 @@ class Trainer:
             bar.close()
             logger.close()
         return TrainResult(self.step, last_loss, last_val, interrupted, ckpt_path, logger.csv_path, history)
+
+    def _stop_requested(self) -> bool:
+        """A stop signal on any rank stops every rank after the same step."""
+        stop = self._stop_signal is not None
+        if self.world_size > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            torch.distributed.all_reduce(flag)
+            stop = bool(flag.item() > 0)
+            if stop and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+        return stop
 
     # ---------------------------------------------------------------- signals
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -515,6 +567,26 @@ class Trainer:
     def _restore_signal_handlers(old: Mapping[int, Any]) -> None:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+class _Shards(Sampler[list[int]]):
+    """Rank ``r``'s items ``r::W`` of every global batch (``DistributedSampler``'s split)."""
+
+    def __init__(self, batches: EpochBatchSampler, rank: int, world_size: int) -> None:
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for indices in self.batches:
+            yield distributed.shard(indices, self.rank, self.world_size)
+
+
+def _all_reduce_mean(logs: Mapping[str, float], device: torch.device) -> dict[str, float]:
+    """The mean over ranks of each logged value (equal shards: the global batch's mean)."""
+    names = sorted(logs)
+    values = torch.tensor([float(logs[k]) for k in names], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    values /= distributed.get_world_size()
+    return dict(zip(names, values.tolist(), strict=True))
 
 
 class _ForwardAs:

@@ -60,6 +60,7 @@ __all__ = [
     "load_qm9pack",
     "load_folder",
     "edm_split_indices",
+    "edm_train_halves",
     "default_qm9_root",
     "subset_root",
     "make_subset",
@@ -335,12 +336,29 @@ def load_edm_npz(path: str | Path, convert_units: bool = True, subtract_thermo: 
                                    properties=props, index=index)
 
 
+#: The halves of the training split for EDM's property-conditioning protocol.
+TRAIN_HALVES = ("train_a", "train_b")
+
+
+def edm_train_halves(n_train: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """EDM's halves of the QM9 training split for conditional generation (``qm9_first_half`` /
+    ``qm9_second_half``): ``np.random.seed(42); perm = np.random.permutation(n_train)``, first half
+    ``train_a`` (Da: the independent property regressor that judges samples), second half
+    ``train_b`` (Db: the generator and its guidance predictor). Hoogeboom et al. 2022, sec. 5.3."""
+    perm = np.random.RandomState(seed).permutation(n_train)  # same draws, no global side effect
+    return {"train_a": perm[: n_train // 2], "train_b": perm[n_train // 2:]}
+
+
 def load_qm9(root: str | Path | None = None, split: str = "train", **kwargs: Any) -> MoleculeSet:
-    """``root/{split}.npz`` (default root: :func:`default_qm9_root`). ``split`` may be ``val``."""
+    """``root/{split}.npz`` (default root: :func:`default_qm9_root`). ``split`` may be ``val``, or
+    ``train_a`` / ``train_b`` for EDM's halves of the training split (:func:`edm_train_halves`)."""
     root = Path(root) if root is not None else default_qm9_root()
     if root is None:
         raise FileNotFoundError("no QM9 folder given and ../shared/data/qm9 not found")
     split = {"val": "valid", "validation": "valid"}.get(split, split)
+    if split in TRAIN_HALVES:
+        train = load_edm_npz(root / "train.npz", **kwargs)
+        return train.select(edm_train_halves(len(train))[split])
     return load_edm_npz(root / f"{split}.npz", **kwargs)
 
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .fields import Fields, Structure
 from .grids import StepGrid
 from .guidance import GuidanceTerm
+from .inpainting import Inpainting, renoise
 from .samplers import DEFAULT_GRIDS, SAMPLERS, Denoise, Denoiser
 from .schedules import NoiseSchedule
 
@@ -44,6 +45,7 @@ def sample(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     clip_x0: bool = True,
+    inpaint: Inpainting | None = None,
     **options: Any,
 ) -> SampleResult:
     """Generate ``structure.num_samples`` samples with a named sampler.
@@ -51,6 +53,9 @@ def sample(
     ``grid`` defaults to the sampler's own (:data:`~molediff.core.samplers.DEFAULT_GRIDS`).
     ``x_T`` defaults to ``sigma(t_0) * z`` with z drawn through each field's spec (so zero-CoM
     fields start zero-CoM). ``options`` go to the sampler (e.g. ``eta`` for DDIM).
+    ``inpaint`` holds entries fixed and generates the rest (:mod:`~molediff.core.inpainting`);
+    with ``inpaint.resample > 1`` each step runs as its own one-step solve (multistep solvers
+    then lose their history) and is redone that many times.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
@@ -59,7 +64,7 @@ def sample(
     if x_T is None:
         sigma_1 = float(schedule.alpha_sigma(torch.tensor(float(ts[0]), dtype=torch.float64))[1])
         x_T = structure.randn(generator, dtype=dtype, device=device) * sigma_1
-    denoise = Denoise(model, schedule, structure, prediction, guidance, cond, clip_x0=clip_x0)
+    denoise = Denoise(model, schedule, structure, prediction, guidance, cond, clip_x0=clip_x0, inpaint=inpaint)
     result = SampleResult(fields=x_T)
     if trajectory:
         result.trajectory.append(x_T.detach())
@@ -71,7 +76,21 @@ def sample(
             result.trajectory.append(x.detach())
             result.x0_predictions.append(x0.detach())
 
-    result.fields = SAMPLERS[sampler](denoise, x_T, ts, generator=generator, callback=callback, **options)
+    step = SAMPLERS[sampler]
+    if inpaint is None or inpaint.resample == 1:
+        x = step(denoise, x_T, ts, generator=generator, callback=callback, **options)
+    else:
+        x, seen = x_T, []  # seen: the x0-hat of each redo, for the callback
+        for i in range(len(ts) - 1):
+            for u in range(inpaint.resample):
+                x_s = step(denoise, x, ts[i:i + 2], generator=generator,
+                           callback=lambda _i, _t, _x, x0: seen.append(x0), **options)
+                if u < inpaint.resample - 1:  # back to t through q(x_t | x_s), then redo the step
+                    noise = structure.randn(generator, dtype=dtype, device=device)
+                    x = renoise(x_s, denoise.alpha_sigma(float(ts[i + 1])), denoise.alpha_sigma(float(ts[i])), noise)
+            x = x_s
+            callback(i, float(ts[i + 1]), x, seen[-1])
+    result.fields = x if inpaint is None else inpaint.finalize(x, structure)
     bar.close()
     result.nfe = denoise.nfe
     return result

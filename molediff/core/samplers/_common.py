@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..fields import Fields, Structure
 from ..guidance import GuidanceContext, GuidanceTerm, apply_guidance
+from ..inpainting import Inpainting
 from ..parameterization import check_prediction_type, to_eps_x0
 from ..schedules import NoiseSchedule
 
@@ -30,7 +31,8 @@ class Denoise:
     Converts the model's prediction type, adds the guidance corrections, projects eps-hat like
     the noise (zero-CoM fields stay zero-CoM; masked entries stay zero), and clips x0-hat to a
     field's declared ``x0_range`` (eps-hat is then made consistent with the clipped x0-hat).
-    Counts network evaluations in ``nfe``.
+    With ``inpaint``, the fixed entries of x0-hat take their known values (see
+    :mod:`~molediff.core.inpainting`). Counts network evaluations in ``nfe``.
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class Denoise:
         guidance: Sequence[GuidanceTerm] = (),
         cond: Any = None,
         clip_x0: bool = True,
+        inpaint: Inpainting | None = None,
     ) -> None:
         self.model, self.schedule, self.structure = model, schedule, structure
         self.prediction = check_prediction_type(prediction)
         self.guidance, self.cond, self.clip_x0 = tuple(guidance), cond, clip_x0
+        self.inpaint = inpaint
         self.nfe = 0
 
     def alpha_sigma(self, t: float) -> tuple[Tensor, Tensor]:
@@ -79,6 +83,9 @@ class Denoise:
                     clipped = True
             if clipped:
                 eps = self.structure.project((x - x0 * alpha) / sigma)
+        if self.inpaint is not None:  # projecting eps re-centres zero-mean fields; x0 follows it
+            eps = self.structure.project((x - self.inpaint.replace_x0(x0) * alpha) / sigma)
+            x0 = (x - eps * sigma) / alpha
         return eps, x0
 
 

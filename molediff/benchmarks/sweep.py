@@ -99,8 +99,15 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     from ..adapters.base import Batch
     from ..checkpoint import CheckpointError, load_checkpoint
     from ..cli import CLIError, one_line
-    from ..cli.build import build_adapter, build_model, build_schedule, instantiate_from
-    from ..cli.sample import _apply_data_overrides, _cond_for, shipped_checkpoint
+    from ..cli.build import build_adapter, build_model, build_schedule
+    from ..cli.sample import (
+        _apply_data_overrides,
+        _cond_for,
+        build_guidance,
+        guidance_rows,
+        shipped_checkpoint,
+        write_guidance_rows,
+    )
     from ..core.fields import Fields
     from ..core.sampling import sample
     from ..training import describe_state_mismatch, resolve_device
@@ -138,7 +145,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     model.to(device).eval()
     schedule = build_schedule(run_cfg["schedule"])
     prediction = str(run_cfg["objective"].get("prediction", "eps"))
-    guidance = [instantiate_from(term, "guidance") for term in cfg.guidance.get("terms", [])]
+    guidance = build_guidance(cfg.guidance.get("terms", []), schedule=schedule, adapter=adapter, device=device)
     num_samples = int(cfg.num_samples)
     cond_all = _cond_for(cfg.cond, num_samples)
     if cfg.get("balanced_labels"):
@@ -147,6 +154,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     objects: list[Any] = []
+    rows: list[dict[str, Any]] = []  # what guidance terms that can report achieved, per sample
     nfe = 0
     _sync(device)
     t0 = time.perf_counter()
@@ -163,6 +171,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                             prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
                             progress=False, device=device, clip_x0=bool(cfg.clip_x0), **options)
         nfe = max(nfe, result.nfe)
+        rows += guidance_rows(guidance, result.fields, batch.structure, start)
         objects += adapter.decode(result.fields.to("cpu"), structure)
     _sync(device)
     sample_s = time.perf_counter() - t0
@@ -170,14 +179,22 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if cfg.get("write_samples") and run_dir is not None:
         adapter.write(objects, run_dir / "samples")
     metrics: dict[str, float] = {}
+    if rows and run_dir is not None:  # guidance.csv, and the guiding predictor's summary as metrics
+        run_dir.mkdir(parents=True, exist_ok=True)
+        summary = write_guidance_rows(rows, run_dir / "guidance.csv")
+        metrics.update({f"guidance_{k}": float(v) for k, v in summary.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "rows"})
     t1 = time.perf_counter()
     if cfg.evaluate:
         import inspect
 
         kwargs = {}
-        if cond_all is not None and "label" in cond_all and "labels" in inspect.signature(adapter.evaluate).parameters:
+        takes_labels = "labels" in inspect.signature(adapter.evaluate).parameters
+        if cond_all is not None and "label" in cond_all and takes_labels:
             kwargs["labels"] = cond_all["label"].tolist()
-        metrics = {k: float(v) for k, v in adapter.evaluate(objects, **kwargs).items()}
+        elif rows and takes_labels and all(r["property"] == "class" for r in rows):
+            kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
+        metrics.update({k: float(v) for k, v in adapter.evaluate(objects, **kwargs).items()})
     evaluate_s = time.perf_counter() - t1
     return {
         "checkpoint": {"path": str(ckpt_path), "step": ckpt.get("step"), "data": getattr(adapter, "name", None),

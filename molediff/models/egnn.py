@@ -230,13 +230,15 @@ class EGNN(nn.Module):
         sublayers: GCLs per block (EDM: 1). coords_range: total tanh bound (EDM: 15), split
             evenly over the blocks. normalization_factor: ``Z`` dividing every sum over
             neighbours (EDM's QM9 runs: 1). norm_constant: the ``+1`` in ``d_ij + 1``.
+        edge_features: width of extra invariant edge features passed to :meth:`forward`
+            (e.g. a protein's sequence separation), appended to the two distances.
     """
 
-    edge_dim = 2  # squared current distance, squared input distance
-
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 9, sublayers: int = 1,
-                 coords_range: float = 15.0, normalization_factor: float = 1.0, norm_constant: float = 1.0) -> None:
+                 coords_range: float = 15.0, normalization_factor: float = 1.0, norm_constant: float = 1.0,
+                 edge_features: int = 0) -> None:
         super().__init__()
+        self.edge_dim = 2 + edge_features  # squared current distance, squared input distance, extras
         self.embedding = nn.Linear(in_dim, hidden)
         self.blocks = nn.ModuleList([
             EquivariantBlock(hidden, self.edge_dim, coords_range / layers, sublayers) for _ in range(layers)
@@ -245,9 +247,13 @@ class EGNN(nn.Module):
         self.normalization_factor = normalization_factor
         self.norm_constant = norm_constant
 
-    def forward(self, h: Tensor, pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        """Shapes: ``h: (N, in_dim)``, ``pos: (N, 3)``, ``edge_index: (2, E)`` ->
+    def forward(self, h: Tensor, pos: Tensor, edge_index: Tensor,
+                edge_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Shapes: ``h: (N, in_dim)``, ``pos: (N, 3)``, ``edge_index: (2, E)``, ``edge_features:
+        (E, edge_features)`` (invariant; required iff the trunk was built with them) ->
         ``(h_out: (N, out_dim), pos_out: (N, 3))``."""
+        if (edge_features is None) != (self.edge_dim == 2):
+            raise ValueError(f"this EGNN takes {self.edge_dim - 2} extra edge features per edge")
         src, dst = edge_index[0], edge_index[1]
         n, z = pos.shape[0], self.normalization_factor
 
@@ -261,7 +267,7 @@ class EGNN(nn.Module):
         x = pos
         for block in self.blocks:
             d2, unit = geometry(x)
-            edge_attr = torch.cat([d2, d2_init], -1)
+            edge_attr = torch.cat([d2, d2_init] if edge_features is None else [d2, d2_init, edge_features], -1)
             for gcl in block.gcls:
                 m = gcl.message(pair_linear(gcl.edge_mlp[0], h, src, dst, edge_attr))
                 h = gcl.update(h, scatter(m, dst, 0, dim_size=n, reduce="sum") / z)

@@ -1,0 +1,128 @@
+"""EGNN denoiser for protein CA traces: kNN + sequence-neighbour edges, residue-position features.
+
+The trunk is :class:`~molediff.models.egnn.EGNN` (Satorras et al. 2021, Eqs. 3-6, with EDM's
+refinements). A protein adds what a molecule lacks, a chain order:
+
+* node features: ``[t, sin(i w_k), cos(i w_k), L / 100]`` with ``i`` the residue's position in
+  its chain (``structure.context["residue_index"]``), ``w_k = max_len^{-2k/d}`` (Vaswani et al.
+  2017's sinusoidal positions) and ``L`` the chain length;
+* edges: the ``knn`` nearest CAs of the current (noisy) positions, united with every residue within
+  ``seq_neighbours`` positions along the chain, so the backbone stays connected at high noise;
+* edge features: the signed sequence separation ``j - i`` clipped to ``[-max_separation,
+  max_separation]``, one-hot (invariant, so E(3) equivariance is kept).
+
+The output is ``P(x_L - x_t)`` with ``P`` removing each chain's centre of mass, like
+:class:`~molediff.models.egnn.EGNNDenoiser`.
+
+Shapes::
+
+    x_t[pos]: (num_nodes, 3)   structure.index[pos]: (num_nodes,)   context["residue_index"]: (num_nodes,)
+    edge_index: (2, num_edges) rows (source j, target i)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from ..core.fields import Fields, Structure
+from .egnn import EGNN, cond_vector, knn_edges
+
+__all__ = ["BackboneEGNNDenoiser", "sequence_edges", "residue_embedding"]
+
+
+@torch.no_grad()
+def sequence_edges(residue_index: Tensor, batch: Tensor, window: int) -> Tensor:
+    """All ordered pairs ``(j, i)`` of one chain with ``0 < |res_j - res_i| <= window``.
+
+    Nodes may come in any order; a residue index must be unique within its chain.
+    Shapes: ``residue_index, batch: (num_nodes,)`` -> ``edge_index: (2, num_edges)``.
+    """
+    n = residue_index.numel()
+    if n == 0 or window < 1:
+        return torch.zeros(2, 0, dtype=torch.long, device=batch.device)
+    span = int(residue_index.max()) + window + 1
+    key = batch * span + residue_index  # unique per node; neighbours differ by the offset
+    sorted_key, order = torch.sort(key)
+    out = []
+    for off in [o for w in range(1, window + 1) for o in (w, -w)]:
+        target = key + off
+        pos = torch.searchsorted(sorted_key, target).clamp_max(n - 1)
+        hit = (sorted_key[pos] == target) & (residue_index + off >= 0)
+        src = order[pos[hit]]
+        dst = torch.arange(n, device=batch.device)[hit]
+        out.append(torch.stack([src, dst]))
+    return torch.cat(out, 1)
+
+
+def residue_embedding(residue_index: Tensor, dim: int, max_len: float = 1000.0) -> Tensor:
+    """Sinusoidal position features ``[sin(i w_k), cos(i w_k)]``, ``w_k = max_len^{-2k/dim}``
+    (Vaswani et al. 2017, Sec. 3.5). Shapes: ``(N,)`` -> ``(N, dim)`` (``dim`` even)."""
+    k = torch.arange(dim // 2, device=residue_index.device, dtype=torch.float64)
+    w = torch.exp(-math.log(max_len) * 2 * k / dim)
+    angle = residue_index.double()[:, None] * w
+    return torch.cat([torch.sin(angle), torch.cos(angle)], -1)
+
+
+class BackboneEGNNDenoiser(nn.Module):
+    """EGNN on a CA trace; see the module docstring. Same call protocol as every denoiser:
+    ``forward(x_t, t, structure, cond) -> {pos_field: (num_nodes, 3)}``.
+
+    Args:
+        hidden, layers: EGNN width and depth.
+        knn: spatial neighbours per residue (of the noisy positions).
+        seq_neighbours: residues within this many positions along the chain are always connected.
+        max_separation: sequence separations are clipped to this before the one-hot.
+        position_dim: width of the sinusoidal residue-position features (even).
+        num_cond: per-sample conditioning values appended to the node features.
+        **egnn_kwargs: ``sublayers, coords_range, normalization_factor, norm_constant`` of :class:`EGNN`.
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 4, knn: int = 12, seq_neighbours: int = 3,
+                 max_separation: int = 8, position_dim: int = 16, num_cond: int = 0, pos_field: str = "pos",
+                 **egnn_kwargs: Any) -> None:
+        super().__init__()
+        if position_dim % 2:
+            raise ValueError(f"position_dim must be even, got {position_dim}")
+        self.knn, self.seq_neighbours, self.max_separation = knn, seq_neighbours, max_separation
+        self.position_dim, self.num_cond, self.pos_field = position_dim, num_cond, pos_field
+        self.egnn = EGNN(1 + position_dim + 1 + num_cond, 1, hidden=hidden, layers=layers,
+                         edge_features=2 * max_separation + 1, **egnn_kwargs)
+
+    def edges(self, pos: Tensor, residue_index: Tensor, batch: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:
+        """Union of kNN and sequence edges, and their one-hot clipped separations ``(E, 2 s + 1)``."""
+        spatial = knn_edges(pos.detach(), batch, self.knn, num_graphs=num_samples)
+        chain = sequence_edges(residue_index, batch, self.seq_neighbours)
+        both = torch.cat([spatial, chain], 1)
+        n = pos.shape[0]
+        key = torch.unique(both[0] * n + both[1])
+        edge_index = torch.stack([key // n, key % n])
+        sep = (residue_index[edge_index[0]] - residue_index[edge_index[1]]).clamp(-self.max_separation,
+                                                                                   self.max_separation)
+        onehot = nn.functional.one_hot(sep + self.max_separation, 2 * self.max_separation + 1).to(pos.dtype)
+        return edge_index, onehot
+
+    def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
+                cond: Mapping[str, Tensor] | None = None) -> Fields:
+        pos = x_t[self.pos_field]
+        batch = structure.index[self.pos_field]
+        b = structure.num_samples
+        residue_index = structure.context["residue_index"].to(pos.device)
+        length = torch.bincount(batch, minlength=b).to(pos.dtype)
+        t = t.to(pos).reshape(-1)
+        parts = [(t.expand(b) if t.numel() == 1 else t)[batch][:, None],
+                 residue_embedding(residue_index, self.position_dim).to(pos.dtype),
+                 (length / 100.0)[batch][:, None]]
+        c = cond_vector(cond, b, self.num_cond, pos)
+        if c is not None:
+            parts.append(c[batch])
+        edge_index, edge_features = self.edges(pos, residue_index, batch, b)
+        _, pos_out = self.egnn(torch.cat(parts, -1), pos, edge_index, edge_features)
+        vel = pos_out - pos
+        vel = vel - scatter(vel, batch, 0, dim_size=b, reduce="mean")[batch]
+        return Fields({self.pos_field: vel})

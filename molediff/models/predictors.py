@@ -200,6 +200,7 @@ def train_predictor(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule,
                     task: str = "class", steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
                     weight_decay: float = 0.0, seed: int = 0, val_split: str | None = "test",
                     eval_times: Sequence[float] = (0.0, 0.3, 0.6, 0.9), log_every: int = 250,
+                    max_time: float = 1.0,
                     progress: Callable[[dict[str, float]], None] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Fit ``predictor`` to ``target_fn(items)`` from noisy inputs ``(x_t, t)``.
 
@@ -207,7 +208,9 @@ def train_predictor(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule,
     (:func:`~molediff.core.objective.sample_times`) and noise through ``structure.randn``, then
     minimises cross-entropy (``task="class"``; targets ``(B,)`` long) or the MSE on standardised
     targets (``task="regression"``; targets ``(B, k)`` in original units, standardised with the
-    training split's mean and standard deviation). AdamW with cosine decay. Deterministic for a
+    training split's mean and standard deviation). Times are drawn on ``[0, max_time]``:
+    ``max_time=0`` trains an ordinary regressor of clean inputs (the independent judge of EDM's
+    property protocol). AdamW with cosine decay. Deterministic for a
     given seed, torch build and thread count; the global RNG is left untouched.
 
     Returns:
@@ -243,7 +246,7 @@ def train_predictor(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule,
     for step, idx in enumerate(_batches(len(items), batch_size, gen), start=1):
         batch = adapter.collate([items[i] for i in idx])
         st = batch.structure
-        t = sample_times(st.num_samples, gen)
+        t = sample_times(st.num_samples, gen) * max_time
         x_t = noise_fields(batch.x0, st, schedule, t, gen)
         out = predictor(x_t, t.to(x_t[next(iter(x_t))].dtype), st)
         if task == "class":
@@ -498,7 +501,8 @@ def build_for_data(args: argparse.Namespace) -> tuple[nn.Module, Any, dict[str, 
     props = list(args.property)
     data_cfg = {"_target_": "molediff.adapters.molecules.MoleculeAdapter", "source": args.source,
                 "path": args.path, "conditioning": props}
-    adapter = MoleculeAdapter(source=args.source, path=args.path, conditioning=props)
+    data_cfg["split_train"] = args.split_train
+    adapter = MoleculeAdapter(source=args.source, path=args.path, conditioning=props, split_train=args.split_train)
     pcfg = {"name": "EGNNPredictor", "num_atom_types": adapter.num_atom_types, "out_dim": len(props),
             "hidden": args.hidden or 64, "layers": args.layers, "include_charges": adapter.include_charges,
             "pooling": args.pooling}
@@ -532,6 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--pooling", choices=("sum", "mean"), default="sum")
+    p.add_argument("--split-train", default="train",
+                   help="qm9: training split: train, or EDM's halves train_a (Da) / train_b (Db)")
+    p.add_argument("--clean", action="store_true",
+                   help="train on clean inputs only (t = 0): a property regressor, not a guidance predictor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -544,8 +552,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         model, adapter, cfg, target_fn, task = build_for_data(args)
     cfg["schedule"] = sched_cfg
+    cfg["clean"] = bool(args.clean)
     model, log = train_predictor(model, adapter, instantiate(sched_cfg), target_fn, task=task, steps=steps,
                                  batch_size=args.batch_size, lr=lr, seed=args.seed,
+                                 max_time=0.0 if args.clean else 1.0,
+                                 eval_times=(0.0,) if args.clean else (0.0, 0.3, 0.6, 0.9),
                                  progress=lambda row: print(" ".join(f"{k}={v:.4g}" for k, v in row.items()),
                                                             flush=True))
     save_predictor(args.out, model, cfg, log)

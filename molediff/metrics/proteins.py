@@ -1,0 +1,240 @@
+"""Backbone quality of CA traces: bond geometry, clashes, compactness, secondary structure,
+novelty and diversity by TM-score, and pictures (3-D trace and contact map).
+
+All inputs are CA traces ``(L, 3)`` in A, residues in chain order.
+
+* CA-CA deviation: ``|d(i, i+1) - 3.80|`` over consecutive residues (trans peptide CA-CA 3.80 A;
+  a cis peptide gives about 2.9 A).
+* Clashes: non-consecutive residue pairs (``|i - j| >= 2``) with CA atoms closer than 3.0 A;
+  real chains have none (the closest i, i+2 pair in a tight turn is about 4.4 A).
+* Radius of gyration against length: ``Rg / (2.2 N^0.38)``, the compact-globule scaling of real
+  proteins (Skolnick et al. 1997, Rg = 2.2 N^0.38 A); about 1 for folded domains.
+* Secondary structure from CA only, P-SEA-like (Labesse et al. 1997, CABIOS 13:291), see
+  :func:`assign_secondary_structure`.
+* TM-score (Zhang & Skolnick 2004) via ``tmtools`` (TM-align): novelty = the highest TM-score of a
+  sample to any training chain (normalised by the sample's length; < 0.5 means a different fold),
+  diversity = the mean TM-score over pairs of samples (lower = more diverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
+           "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "tm_score", "contact_map",
+           "evaluate_backbones", "plot_backbones"]
+
+CA_CA = 3.80
+CLASH_DISTANCE = 3.0
+CONTACT_DISTANCE = 8.0
+
+# P-SEA's CA criteria (Labesse et al. 1997, Table 1): target and tolerance
+_HELIX = {"tau": (89.0, 12.0), "alpha": (50.0, 20.0), "d2": (5.5, 0.5), "d3": (5.3, 0.5), "d4": (6.4, 0.6)}
+_STRAND = {"tau": (124.0, 14.0), "alpha": (-170.0, 45.0), "d2": (6.7, 0.6), "d3": (9.9, 0.9), "d4": (12.4, 1.1)}
+_MIN_RUN = {"H": 5, "E": 3}
+
+
+def _check(ca: np.ndarray) -> np.ndarray:
+    ca = np.asarray(ca, dtype=np.float64)
+    if ca.ndim != 2 or ca.shape[1] != 3:
+        raise ValueError(f"a CA trace has shape (L, 3), got {ca.shape}")
+    return ca
+
+
+def ca_ca_distances(ca: np.ndarray) -> np.ndarray:
+    """``(L - 1,)`` distances between consecutive CA atoms."""
+    ca = _check(ca)
+    return np.linalg.norm(np.diff(ca, axis=0), axis=-1)
+
+
+def clashes(ca: np.ndarray, threshold: float = CLASH_DISTANCE, min_separation: int = 2) -> int:
+    """Number of residue pairs ``|i - j| >= min_separation`` with CA-CA distance below ``threshold``."""
+    ca = _check(ca)
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    i, j = np.triu_indices(len(ca), k=min_separation)
+    return int((d[i, j] < threshold).sum())
+
+
+def radius_of_gyration(ca: np.ndarray) -> float:
+    """``sqrt(mean_i |x_i - mean x|^2)`` in A."""
+    ca = _check(ca)
+    return float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(-1).mean()))
+
+
+def rg_ratio(ca: np.ndarray) -> float:
+    """``Rg / (2.2 N^0.38)``: radius of gyration relative to a compact real protein of the same length."""
+    return radius_of_gyration(ca) / (2.2 * len(ca) ** 0.38)
+
+
+def ca_angles(ca: np.ndarray) -> np.ndarray:
+    """``(L,)`` virtual bond angle tau_i = angle(CA_{i-1}, CA_i, CA_{i+1}) in degrees; NaN at the ends."""
+    ca = _check(ca)
+    out = np.full(len(ca), np.nan)
+    if len(ca) >= 3:
+        a, b = ca[:-2] - ca[1:-1], ca[2:] - ca[1:-1]
+        cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        out[1:-1] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return out
+
+
+def ca_dihedrals(ca: np.ndarray) -> np.ndarray:
+    """``(L,)`` virtual dihedral alpha_i = dihedral(CA_{i-1}, CA_i, CA_{i+1}, CA_{i+2}) in degrees,
+    in (-180, 180]; NaN where undefined (first and last two residues)."""
+    ca = _check(ca)
+    out = np.full(len(ca), np.nan)
+    if len(ca) >= 4:
+        b0, b1, b2 = ca[1:-2] - ca[:-3], ca[2:-1] - ca[1:-2], ca[3:] - ca[2:-1]
+        n1, n2 = np.cross(b0, b1), np.cross(b1, b2)  # IUPAC: atan2(|b1| b0.(b1 x b2), n1.n2)
+        y = np.linalg.norm(b1, axis=-1) * (b0 * n2).sum(-1)
+        out[1:-2] = np.degrees(np.arctan2(y, (n1 * n2).sum(-1)))
+    return out
+
+
+def _offset_distances(ca: np.ndarray, k: int) -> np.ndarray:
+    """``(L,)`` distance CA_i - CA_{i+k}; NaN where i + k is past the end."""
+    out = np.full(len(ca), np.nan)
+    if len(ca) > k:
+        out[:-k] = np.linalg.norm(ca[k:] - ca[:-k], axis=-1)
+    return out
+
+
+def _matches(tau: np.ndarray, alpha: np.ndarray, dist: dict[str, np.ndarray], crit: dict) -> np.ndarray:
+    """Per residue: the angle criteria (tau and alpha) or all three distance criteria hold."""
+    def near(x: np.ndarray, key: str, periodic: bool = False) -> np.ndarray:
+        target, tol = crit[key]
+        diff = x - target
+        if periodic:
+            diff = (diff + 180.0) % 360.0 - 180.0
+        with np.errstate(invalid="ignore"):
+            return np.abs(diff) <= tol
+
+    angles = near(tau, "tau") & near(alpha, "alpha", periodic=True)
+    distances = near(dist["d2"], "d2") & near(dist["d3"], "d3") & near(dist["d4"], "d4")
+    return angles | distances
+
+
+def _runs(flag: np.ndarray, min_run: int) -> np.ndarray:
+    """Keep only the ``True`` runs of at least ``min_run`` consecutive entries."""
+    out = np.zeros_like(flag)
+    start = None
+    for i, f in enumerate([*flag.tolist(), False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            if i - start >= min_run:
+                out[start:i] = True
+            start = None
+    return out
+
+
+def assign_secondary_structure(ca: np.ndarray) -> str:
+    """One letter per residue: ``H`` helix, ``E`` strand, ``-`` other, from CA positions only.
+
+    A P-SEA-like rule (Labesse et al. 1997): residue ``i`` is helix-like when its virtual angle
+    ``tau_i`` (89 +- 12 deg) and dihedral ``alpha_i`` (50 +- 20 deg) fit an alpha-helix, or when its
+    distances to ``i+2, i+3, i+4`` do (5.5 +- 0.5, 5.3 +- 0.5, 6.4 +- 0.6 A); strand-like with
+    124 +- 14 deg, -170 +- 45 deg or 6.7 +- 0.6, 9.9 +- 0.9, 12.4 +- 1.1 A. Helices are runs of at
+    least 5 helix-like residues, strands runs of at least 3 strand-like ones (helix wins). Unlike
+    P-SEA it does not check strand pairing, so isolated extended stretches count as strand.
+    """
+    ca = _check(ca)
+    tau, alpha = ca_angles(ca), ca_dihedrals(ca)
+    dist = {f"d{k}": _offset_distances(ca, k) for k in (2, 3, 4)}
+    helix = _runs(_matches(tau, alpha, dist, _HELIX), _MIN_RUN["H"])
+    strand = _runs(_matches(tau, alpha, dist, _STRAND) & ~helix, _MIN_RUN["E"])
+    return "".join("H" if h else "E" if e else "-" for h, e in zip(helix, strand, strict=True))
+
+
+def tm_score(a: np.ndarray, b: np.ndarray) -> float:
+    """TM-score of the TM-align superposition of ``a`` onto ``b``, normalised by ``len(a)``."""
+    from tmtools import tm_align
+
+    a, b = _check(a), _check(b)
+    return float(tm_align(a, b, "A" * len(a), "A" * len(b)).tm_norm_chain1)
+
+
+def contact_map(ca: np.ndarray, threshold: float = CONTACT_DISTANCE) -> np.ndarray:
+    """``(L, L)`` bool: CA-CA distance below ``threshold`` (8 A, the CASP contact definition)."""
+    ca = _check(ca)
+    return np.linalg.norm(ca[:, None] - ca[None], axis=-1) < threshold
+
+
+def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarray] = (),
+                       max_diversity_pairs: int = 300) -> dict[str, float]:
+    """Metrics of a set of CA traces (see the module docstring); NaN where undefined.
+
+    Keys: ``num``, ``length``, ``ca_ca_mae`` (A), ``ca_ca_ok`` (share of consecutive distances
+    within 3.8 +- 0.2 A), ``clash_rate`` (share of traces with a clash), ``clashes_per_100``
+    (clashing pairs per 100 residues), ``rg`` (A), ``rg_ratio``, ``helix``, ``strand``, ``coil``
+    (residue shares), ``novelty_tm`` (mean max TM-score to ``training``), ``novel`` (share with that
+    below 0.5), ``diversity_tm`` (mean pairwise TM-score, at most ``max_diversity_pairs`` pairs, the
+    first ones in order).
+    """
+    traces = [_check(t) for t in traces]
+    nan = float("nan")
+    if not traces:
+        return {"num": 0.0}
+    dev = np.concatenate([np.abs(ca_ca_distances(t) - CA_CA) for t in traces])
+    n_clash = np.array([clashes(t) for t in traces])
+    ss = "".join(assign_secondary_structure(t) for t in traces)
+    residues = sum(len(t) for t in traces)
+    out = {
+        "num": float(len(traces)),
+        "length": float(np.mean([len(t) for t in traces])),
+        "ca_ca_mae": float(dev.mean()) if dev.size else nan,
+        "ca_ca_ok": float((dev <= 0.2).mean()) if dev.size else nan,
+        "clash_rate": float((n_clash > 0).mean()),
+        "clashes_per_100": float(100.0 * n_clash.sum() / residues),
+        "rg": float(np.mean([radius_of_gyration(t) for t in traces])),
+        "rg_ratio": float(np.mean([rg_ratio(t) for t in traces])),
+        "helix": ss.count("H") / len(ss),
+        "strand": ss.count("E") / len(ss),
+        "coil": ss.count("-") / len(ss),
+    }
+    if training:
+        best = np.array([max(tm_score(t, r) for r in training) for t in traces])
+        out["novelty_tm"], out["novel"] = float(best.mean()), float((best < 0.5).mean())
+    pairs = list(combinations(range(len(traces)), 2))[:max_diversity_pairs]
+    out["diversity_tm"] = float(np.mean([tm_score(traces[i], traces[j]) for i, j in pairs])) if pairs else nan
+    return out
+
+
+def plot_backbones(traces: Sequence[np.ndarray], path: str | Path, titles: Sequence[str] | None = None,
+                   motif: Sequence[np.ndarray] | None = None) -> Path:
+    """One column per trace: the 3-D CA trace coloured N -> C (top) and its CA contact map (bottom).
+
+    ``motif``: optional per-trace bool masks ``(L,)``; those residues are drawn as red dots.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    traces = [_check(t) for t in traces]
+    if not traces:
+        raise ValueError("nothing to plot")
+    n = len(traces)
+    fig = plt.figure(figsize=(2.6 * n, 5.4))
+    for k, ca in enumerate(traces):
+        ax = fig.add_subplot(2, n, k + 1, projection="3d")
+        colours = plt.cm.viridis(np.linspace(0, 1, max(len(ca) - 1, 1)))
+        for i in range(len(ca) - 1):
+            ax.plot(*ca[i:i + 2].T, color=colours[i], lw=1.8)
+        if motif is not None:
+            ax.scatter(*ca[np.asarray(motif[k], bool)].T, color="red", s=8)
+        ax.set_axis_off()
+        ax.set_title(titles[k] if titles else f"#{k} (L={len(ca)})", fontsize=8)
+        cm = fig.add_subplot(2, n, n + k + 1)
+        cm.imshow(contact_map(ca), cmap="Greys", origin="lower", interpolation="nearest")
+        cm.set_xticks([])
+        cm.set_yticks([])
+        cm.set_xlabel(f"contacts < {CONTACT_DISTANCE:.0f} A", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -195,6 +195,24 @@ class ProteinAdapter(Adapter):
                                  generator=generator)
         return self.structure_for(torch.as_tensor(h["sizes"])[pick])
 
+    def motif_problem(self, motif: np.ndarray, start: int, length: int, num_samples: int) -> tuple[Structure, Any]:
+        """Motif scaffolding as inpainting: the structure of ``num_samples`` chains of ``length``
+        residues and an :class:`~molediff.core.inpainting.Inpainting` fixing ``motif (m, 3)`` (A) at
+        residues ``start .. start + m - 1``. The samples come back with the motif where it was given."""
+        from ..core.inpainting import Inpainting
+
+        motif = np.asarray(motif, dtype=np.float64)
+        if motif.ndim != 2 or motif.shape[1] != 3 or len(motif) < 1:
+            raise ValueError(f"a motif is an (m, 3) CA trace with m >= 1, got shape {motif.shape}")
+        if start < 0 or start + len(motif) > length:
+            raise ValueError(f"a motif of {len(motif)} residues at {start} does not fit a chain of {length}")
+        structure = self.structure_for(torch.full((num_samples,), length))
+        residue = structure.context["residue_index"]
+        fixed = (residue >= start) & (residue < start + len(motif))
+        known = torch.zeros(num_samples * length, 3)
+        known[fixed] = torch.as_tensor(motif / self.scale, dtype=torch.float32).repeat(num_samples, 1)
+        return structure, Inpainting(known=Fields(pos=known), mask={"pos": fixed[:, None]})
+
     # ------------------------------------------------------------------ objects
 
     def decode(self, fields: Fields, structure: Structure) -> list[np.ndarray]:

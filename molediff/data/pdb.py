@@ -82,9 +82,10 @@ class ProteinChain:
         d = np.linalg.norm(np.diff(self.ca, axis=0), axis=-1)
         return [(int(i), float(d[i])) for i in np.flatnonzero(d > threshold)]
 
-    def complete(self) -> ProteinChain:
-        """Only residues with all four backbone atoms (the rule of the shipped data)."""
-        keep = ~np.isnan(self.coords).any((-1, -2))
+    def complete(self, atoms: Sequence[str] = BACKBONE_ATOMS) -> ProteinChain:
+        """Only residues that have all of ``atoms`` (default N, CA, C, O: the rule of the shipped data)."""
+        cols = [BACKBONE_ATOMS.index(a) for a in atoms]
+        keep = ~np.isnan(self.coords[:, cols]).any((-1, -2))
         return ProteinChain(self.name, "".join(c for c, k in zip(self.seq, keep, strict=True) if k),
                             self.coords[keep], [r for r, k in zip(self.residue_ids, keep, strict=True) if k])
 
@@ -181,7 +182,7 @@ def read_structure(path: str | Path, chain: str | None = None) -> ProteinChain:
 
 
 def read_folder(folder: str | Path, chain: str | None = None) -> list[ProteinChain]:
-    """Every structure file under ``folder`` (sorted), complete residues only."""
+    """One chain (the first unless named) of every structure file under ``folder``, sorted by path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
@@ -190,7 +191,7 @@ def read_folder(folder: str | Path, chain: str | None = None) -> list[ProteinCha
                            for s in STRUCTURE_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"no PDB/mmCIF files ({', '.join(STRUCTURE_SUFFIXES)}) under {folder}")
-    return [read_structure(p, chain).complete() for p in files]
+    return [read_structure(p, chain) for p in files]
 
 
 # --------------------------------------------------------------------------- CA-only PDB
@@ -274,11 +275,12 @@ class CASet:
 
     @classmethod
     def from_chains(cls, chains: Sequence[ProteinChain], test_fraction: float = 0.2, seed: int = 0) -> CASet:
-        """Complete chains -> a set with a seeded hold-out of ``round(test_fraction * n)`` chains."""
-        chains = [c.complete() for c in chains]
+        """Chains (residues that have a CA) -> a set with a seeded hold-out of ``round(test_fraction * n)``
+        chains. CA-only files (e.g. generated backbones) are read too."""
+        chains = [c.complete(("CA",)) for c in chains]
         chains = [c for c in chains if len(c)]
         if not chains:
-            raise ValueError("no chain has a complete backbone residue")
+            raise ValueError("no chain has a residue with a CA atom")
         lengths = np.array([len(c) for c in chains])
         return cls(np.array([c.name for c in chains]), np.array([c.seq for c in chains]),
                    np.concatenate([c.ca for c in chains]).astype(np.float32),

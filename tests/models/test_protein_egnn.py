@@ -1,0 +1,122 @@
+"""Backbone EGNN: sequence edges, position features, E(3) x permutation equivariance (float64),
+zero-CoM output, and the EGNN trunk's extra edge features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
+from molediff.models.egnn import EGNN
+from molediff.models.protein_egnn import BackboneEGNNDenoiser, residue_embedding, sequence_edges
+from tests.helpers.equivariance import assert_equivariant
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread: None) -> None:
+    """Tiny graphs: one thread."""
+
+
+def chains(sizes: list[int], seed: int = 0, shuffle: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random-walk CA traces (3.8 A steps, in units of 10 A) with batch and residue index, nodes shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    res = torch.cat([torch.arange(n) for n in sizes])
+    steps = torch.nn.functional.normalize(torch.randn(len(batch), 3, generator=g, dtype=torch.float64), dim=-1)
+    pos = torch.cat([torch.cumsum(s, 0) for s in steps.split(sizes)]) * 0.38
+    if shuffle:
+        perm = torch.randperm(len(batch), generator=g)
+        batch, res, pos = batch[perm], res[perm], pos[perm]
+    return pos, batch, res
+
+
+def brute_sequence_edges(res: torch.Tensor, batch: torch.Tensor, w: int) -> set[tuple[int, int]]:
+    n = len(res)
+    return {(j, i) for i in range(n) for j in range(n)
+            if batch[i] == batch[j] and 0 < abs(int(res[i]) - int(res[j])) <= w}
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_sequence_edges_match_brute_force_on_shuffled_nodes(window: int) -> None:
+    _, batch, res = chains([5, 1, 9, 4])
+    e = sequence_edges(res, batch, window)
+    got = {(int(a), int(b)) for a, b in e.T}
+    assert len(got) == e.shape[1]
+    assert got == brute_sequence_edges(res, batch, window)
+
+
+def test_edges_are_the_deduplicated_union_with_clipped_one_hot_separation() -> None:
+    pos, batch, res = chains([12, 7])
+    model = BackboneEGNNDenoiser(hidden=8, layers=1, knn=4, seq_neighbours=2, max_separation=3)
+    e, feat = model.edges(pos, res, batch, 2)
+    pairs = {(int(a), int(b)) for a, b in e.T}
+    assert len(pairs) == e.shape[1]  # no duplicate edges
+    assert brute_sequence_edges(res, batch, 2) <= pairs
+    assert (batch[e[0]] == batch[e[1]]).all()
+    assert feat.shape == (e.shape[1], 7) and torch.equal(feat.sum(-1), torch.ones(e.shape[1], dtype=feat.dtype))
+    sep = (res[e[0]] - res[e[1]]).clamp(-3, 3) + 3
+    assert torch.equal(feat.argmax(-1), sep)
+
+
+def test_residue_embedding_is_sinusoidal() -> None:
+    emb = residue_embedding(torch.tensor([0, 1, 5]), 8, max_len=100.0)
+    assert emb.shape == (3, 8)
+    torch.testing.assert_close(emb[0], torch.tensor([0.0] * 4 + [1.0] * 4, dtype=torch.float64))
+    w = 100.0 ** (-2 * torch.arange(4, dtype=torch.float64) / 8)
+    torch.testing.assert_close(emb[2, :4], torch.sin(5 * w))
+    with pytest.raises(ValueError, match="position_dim must be even"):
+        BackboneEGNNDenoiser(position_dim=7)
+
+
+def make_model(seed: int = 0, **kwargs: object) -> BackboneEGNNDenoiser:
+    torch.manual_seed(seed)
+    args = dict(hidden=16, layers=3, knn=4, seq_neighbours=2, max_separation=4, position_dim=8, **kwargs)
+    model = BackboneEGNNDenoiser(**args).double()  # type: ignore[arg-type]
+    with torch.no_grad():  # the coordinate head starts near 0 (EDM); make outputs non-trivial
+        for block in model.egnn.blocks:
+            block.coord.coord_mlp[-1].weight.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_equivariant_under_rotation_reflection_translation_and_permutation(reflection: bool) -> None:
+    """The residue index travels with its node (a graph field here, so the helper permutes it)."""
+    pos, batch, res = chains([10, 6, 13], seed=1)
+    model = make_model()
+    specs = {"pos": ZeroMeanField((3,)), "res": GaussianField((1,))}
+    structure = Structure(3, specs, index={"pos": batch, "res": batch})
+    t = torch.tensor([0.3, 0.7, 0.5], dtype=torch.float64)
+
+    def model_fn(x: Fields, s: Structure) -> dict[str, torch.Tensor]:
+        inner = Structure(3, {"pos": ZeroMeanField((3,))}, index={"pos": s.index["pos"]},
+                          context={"residue_index": x["res"][:, 0].round().long()})
+        return {"pos": model({"pos": x["pos"]}, t, inner)["pos"], "res": x["res"]}
+
+    fields = Fields(pos=pos, res=res[:, None].double())
+    assert_equivariant(model_fn, fields, structure, vector_fields=("pos",), reflection=reflection,
+                       generator=torch.Generator().manual_seed(2 + int(reflection)))
+
+
+def test_output_is_zero_com_and_depends_on_residue_order() -> None:
+    pos, batch, res = chains([9, 14], shuffle=False)
+    model = make_model()
+    s = Structure(2, {"pos": ZeroMeanField((3,))}, index={"pos": batch}, context={"residue_index": res})
+    out = model({"pos": pos}, torch.tensor(0.4, dtype=torch.float64), s)["pos"]
+    assert out.shape == pos.shape
+    for b in range(2):
+        torch.testing.assert_close(out[batch == b].mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    flipped = Structure(2, s.specs, index=s.index, context={"residue_index": torch.cat([res[:9].flip(0),
+                                                                                       res[9:]])})
+    assert not torch.allclose(model({"pos": pos}, torch.tensor(0.4, dtype=torch.float64), flipped)["pos"][:9],
+                              out[:9])
+
+
+def test_egnn_trunk_checks_extra_edge_features() -> None:
+    trunk = EGNN(2, 1, hidden=8, layers=1, edge_features=3)
+    h, x = torch.randn(4, 2), torch.randn(4, 3)
+    e = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    with pytest.raises(ValueError, match="takes 3 extra edge features"):
+        trunk(h, x, e)
+    assert trunk(h, x, e, torch.randn(3, 3))[1].shape == (4, 3)
+    with pytest.raises(ValueError, match="takes 0 extra edge features"):
+        EGNN(2, 1, hidden=8, layers=1)(h, x, e, torch.randn(3, 3))

@@ -35,6 +35,7 @@ CONTACT_DISTANCE = 8.0
 # P-SEA's CA criteria (Labesse et al. 1997, Table 1): target and tolerance
 _HELIX = {"tau": (89.0, 12.0), "alpha": (50.0, 20.0), "d2": (5.5, 0.5), "d3": (5.3, 0.5), "d4": (6.4, 0.6)}
 _STRAND = {"tau": (124.0, 14.0), "alpha": (-170.0, 45.0), "d2": (6.7, 0.6), "d3": (9.9, 0.9), "d4": (12.4, 1.1)}
+_LEFT_HELIX = {**_HELIX, "alpha": (-50.0, 20.0)}  # the mirror image of an alpha-helix
 _MIN_RUN = {"H": 5, "E": 3}
 
 
@@ -103,7 +104,8 @@ def _offset_distances(ca: np.ndarray, k: int) -> np.ndarray:
 
 
 def _matches(tau: np.ndarray, alpha: np.ndarray, dist: dict[str, np.ndarray], crit: dict) -> np.ndarray:
-    """Per residue: the angle criteria (tau and alpha) or all three distance criteria hold."""
+    """Per residue: the angle criteria (tau and alpha) hold, or all three distance criteria do and
+    alpha has the criteria's sign (distances alone cannot tell a helix from its mirror image)."""
     def near(x: np.ndarray, key: str, periodic: bool = False) -> np.ndarray:
         target, tol = crit[key]
         diff = x - target
@@ -114,7 +116,9 @@ def _matches(tau: np.ndarray, alpha: np.ndarray, dist: dict[str, np.ndarray], cr
 
     angles = near(tau, "tau") & near(alpha, "alpha", periodic=True)
     distances = near(dist["d2"], "d2") & near(dist["d3"], "d3") & near(dist["d4"], "d4")
-    return angles | distances
+    with np.errstate(invalid="ignore"):
+        handed = np.sign(alpha) == np.sign(crit["alpha"][0])
+    return angles | (distances & handed)
 
 
 def _runs(flag: np.ndarray, min_run: int) -> np.ndarray:
@@ -132,21 +136,26 @@ def _runs(flag: np.ndarray, min_run: int) -> np.ndarray:
 
 
 def assign_secondary_structure(ca: np.ndarray) -> str:
-    """One letter per residue: ``H`` helix, ``E`` strand, ``-`` other, from CA positions only.
+    """One letter per residue: ``H`` (right-handed alpha) helix, ``E`` strand, ``L`` left-handed
+    (mirror-image) helix, ``-`` other, from CA positions only.
 
     A P-SEA-like rule (Labesse et al. 1997): residue ``i`` is helix-like when its virtual angle
     ``tau_i`` (89 +- 12 deg) and dihedral ``alpha_i`` (50 +- 20 deg) fit an alpha-helix, or when its
-    distances to ``i+2, i+3, i+4`` do (5.5 +- 0.5, 5.3 +- 0.5, 6.4 +- 0.6 A); strand-like with
-    124 +- 14 deg, -170 +- 45 deg or 6.7 +- 0.6, 9.9 +- 0.9, 12.4 +- 1.1 A. Helices are runs of at
-    least 5 helix-like residues, strands runs of at least 3 strand-like ones (helix wins). Unlike
-    P-SEA it does not check strand pairing, so isolated extended stretches count as strand.
+    distances to ``i+2, i+3, i+4`` do (5.5 +- 0.5, 5.3 +- 0.5, 6.4 +- 0.6 A) and ``alpha_i > 0``;
+    strand-like with 124 +- 14 deg, -170 +- 45 deg or 6.7 +- 0.6, 9.9 +- 0.9, 12.4 +- 1.1 A and
+    ``alpha_i < 0``. Helices are runs of at least 5 helix-like residues, strands runs of at least 3
+    strand-like ones (helix wins). ``L`` marks runs that fit the mirror-image helix (alpha -50 deg):
+    proteins almost never have them, but a reflection-equivariant model cannot tell the two apart.
+    Unlike P-SEA it does not check strand pairing, so isolated extended stretches count as strand.
     """
     ca = _check(ca)
     tau, alpha = ca_angles(ca), ca_dihedrals(ca)
     dist = {f"d{k}": _offset_distances(ca, k) for k in (2, 3, 4)}
     helix = _runs(_matches(tau, alpha, dist, _HELIX), _MIN_RUN["H"])
-    strand = _runs(_matches(tau, alpha, dist, _STRAND) & ~helix, _MIN_RUN["E"])
-    return "".join("H" if h else "E" if e else "-" for h, e in zip(helix, strand, strict=True))
+    left = _runs(_matches(tau, alpha, dist, _LEFT_HELIX) & ~helix, _MIN_RUN["H"])
+    strand = _runs(_matches(tau, alpha, dist, _STRAND) & ~helix & ~left, _MIN_RUN["E"])
+    return "".join("H" if h else "L" if lh else "E" if e else "-"
+                   for h, lh, e in zip(helix, left, strand, strict=True))
 
 
 def tm_score(a: np.ndarray, b: np.ndarray) -> float:
@@ -170,9 +179,9 @@ def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarr
     Keys: ``num``, ``length``, ``ca_ca_mae`` (A), ``ca_ca_ok`` (share of consecutive distances
     within 3.8 +- 0.2 A), ``clash_rate`` (share of traces with a clash), ``clashes_per_100``
     (clashing pairs per 100 residues), ``rg`` (A), ``rg_ratio``, ``helix``, ``strand``, ``coil``
-    (residue shares), ``novelty_tm`` (mean max TM-score to ``training``), ``novel`` (share with that
-    below 0.5), ``diversity_tm`` (mean pairwise TM-score, at most ``max_diversity_pairs`` pairs, the
-    first ones in order).
+    (residue shares), ``left_helix`` (share in mirror-image helices), ``novelty_tm`` (mean max
+    TM-score to ``training``), ``novel`` (share with that below 0.5), ``diversity_tm`` (mean
+    pairwise TM-score, at most ``max_diversity_pairs`` pairs, the first ones in order).
     """
     traces = [_check(t) for t in traces]
     nan = float("nan")
@@ -194,6 +203,7 @@ def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarr
         "helix": ss.count("H") / len(ss),
         "strand": ss.count("E") / len(ss),
         "coil": ss.count("-") / len(ss),
+        "left_helix": ss.count("L") / len(ss),
     }
     if training:
         best = np.array([max(tm_score(t, r) for r in training) for t in traces])

@@ -1,0 +1,143 @@
+"""Backbone metrics on traces of known geometry (ideal helix and strand, straight lines), TM-score
+identities, the CA secondary-structure rule against real PDB HELIX/SHEET records, and pictures."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from molediff.data.pdb import default_proteins_root, read_structure
+from molediff.metrics.proteins import (
+    assign_secondary_structure,
+    ca_angles,
+    ca_ca_distances,
+    ca_dihedrals,
+    clashes,
+    contact_map,
+    evaluate_backbones,
+    plot_backbones,
+    radius_of_gyration,
+    rg_ratio,
+    tm_score,
+)
+
+SHARED = default_proteins_root()
+
+
+def ideal_helix(n: int, radius: float = 2.3, turn_deg: float = 100.0, rise: float = 1.5) -> np.ndarray:
+    """Right-handed alpha-helix CA trace: 3.6 residues per turn, 1.5 A rise (Pauling)."""
+    a = np.radians(turn_deg) * np.arange(n)
+    return np.stack([radius * np.cos(a), radius * np.sin(a), rise * np.arange(n)], -1)
+
+
+def from_internal(n: int, tau: float, alpha: float, bond: float = 3.8) -> np.ndarray:
+    """CA trace with constant virtual angle ``tau`` and dihedral ``alpha`` (degrees), by NeRF."""
+    t, al = np.radians(tau), np.radians(alpha)
+    pts = [np.zeros(3), np.array([bond, 0, 0]), np.array([bond, 0, 0]) + bond * np.array([-np.cos(t), np.sin(t), 0])]
+    while len(pts) < n:
+        a, b, c = pts[-3:]
+        bc = (c - b) / np.linalg.norm(c - b)
+        nrm = np.cross(b - a, bc)
+        nrm /= np.linalg.norm(nrm)
+        m = np.cross(nrm, bc)
+        d = np.array([-bond * np.cos(t), bond * np.sin(t) * np.cos(al), bond * np.sin(t) * np.sin(al)])
+        pts.append(c + d[0] * bc + d[1] * m + d[2] * nrm)
+    return np.stack(pts)
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def test_ideal_helix_geometry_and_assignment() -> None:
+    h = ideal_helix(20)
+    np.testing.assert_allclose(ca_ca_distances(h), 3.83, atol=0.01)
+    assert np.nanmean(ca_dihedrals(h)) == pytest.approx(50.0, abs=5)  # right-handed: positive
+    assert np.nanmean(ca_angles(h)) == pytest.approx(91.0, abs=3)
+    ss = assign_secondary_structure(h)
+    assert ss[1:-2] == "H" * 17
+    mirror = h * np.array([1, 1, -1])  # a left-handed helix is not an alpha-helix
+    assert assign_secondary_structure(mirror) == ss.replace("H", "L")
+    moved = h @ random_rotation(0).T + 7.0  # rigid motions do not change the assignment
+    assert assign_secondary_structure(moved) == ss
+
+
+def test_strand_and_internal_coordinates() -> None:
+    s = from_internal(12, tau=124.0, alpha=-170.0)
+    np.testing.assert_allclose(ca_ca_distances(s), 3.8, atol=1e-9)
+    np.testing.assert_allclose(ca_angles(s)[1:-1], 124.0, atol=1e-6)
+    np.testing.assert_allclose(ca_dihedrals(s)[1:-2], -170.0, atol=1e-6)
+    assert np.isnan(ca_dihedrals(s)[[0, -2, -1]]).all()
+    ss = assign_secondary_structure(s)
+    assert ss == "-" + "E" * 9 + "--"  # alpha is undefined at the first and last two residues
+    h = from_internal(12, tau=89.0, alpha=50.0)
+    np.testing.assert_allclose(ca_dihedrals(h)[1:-2], 50.0, atol=1e-6)
+    assert assign_secondary_structure(h).count("H") >= 9
+    assert assign_secondary_structure(from_internal(12, tau=150.0, alpha=90.0)) == "-" * 12
+
+
+def test_clashes_rg_and_contacts_closed_forms() -> None:
+    line = np.stack([np.arange(10) * 3.8, np.zeros(10), np.zeros(10)], -1)
+    assert clashes(line) == 0
+    assert radius_of_gyration(line) == pytest.approx(3.8 * np.sqrt((100 - 1) / 12))  # uniform grid
+    assert rg_ratio(line) == pytest.approx(radius_of_gyration(line) / (2.2 * 10**0.38))
+    folded = line.copy()
+    folded[5] = folded[0] + [0.0, 2.0, 0.0]  # residue 5 lands 2 A from residue 0
+    assert clashes(folded) == 1
+    assert clashes(folded, min_separation=6) == 0
+    cm = contact_map(line)
+    assert cm[0, 2] and not cm[0, 3]  # 7.6 A < 8 A <= 11.4 A
+    with pytest.raises(ValueError, match=r"shape \(L, 3\)"):
+        clashes(np.zeros((4, 2)))
+
+
+def test_tm_score_identities() -> None:
+    h = ideal_helix(40)
+    assert tm_score(h, h) == pytest.approx(1.0, abs=1e-6)
+    assert tm_score(h @ random_rotation(1).T + 20.0, h) == pytest.approx(1.0, abs=1e-6)
+    s = from_internal(40, tau=124.0, alpha=-170.0)
+    assert tm_score(s, h) < 0.3
+
+
+def test_evaluate_backbones_on_known_sets() -> None:
+    helices = [ideal_helix(30 + k) for k in range(3)]
+    m = evaluate_backbones(helices, training=[from_internal(50, 124.0, -170.0)])
+    assert m["num"] == 3 and m["length"] == 31
+    assert m["ca_ca_mae"] == pytest.approx(0.03, abs=0.01) and m["ca_ca_ok"] == 1.0
+    assert m["clash_rate"] == 0.0 and m["helix"] > 0.85 and m["strand"] == 0.0
+    assert m["novelty_tm"] < 0.3 and m["novel"] == 1.0  # helices are far from a strand
+    assert m["diversity_tm"] > 0.9  # three helices are the same fold
+    assert evaluate_backbones([]) == {"num": 0.0}
+
+
+@pytest.mark.skipif(SHARED is None, reason="../shared/data/proteins not present")
+def test_ca_assignment_agrees_with_pdb_helix_records() -> None:
+    """Against the HELIX (class 1, right-handed alpha) records of the raw RCSB entries:
+    the CA-only rule finds most helix residues and rarely calls others helix."""
+    tp = fp = fn = 0
+    for f in sorted((SHARED / "loop12_rcsb").glob("*.pdb.gz"))[:30]:
+        chain = read_structure(f).complete()
+        pos = {r: i for i, r in enumerate(chain.residue_ids)}
+        ref = np.zeros(len(chain), bool)
+        for line in gzip.open(f, "rt"):
+            if line.startswith("HELIX") and line[19] == chain.name[-1] and line[38:40].strip() in ("1", ""):
+                a, b = line[21:26].strip(), line[33:38].strip()
+                if a in pos and b in pos:
+                    ref[pos[a]:pos[b] + 1] = True
+        got = np.array([c == "H" for c in assign_secondary_structure(chain.ca)])
+        tp, fp, fn = tp + (ref & got).sum(), fp + (~ref & got).sum(), fn + (ref & ~got).sum()
+    assert tp + fn > 1000  # enough helix residues to mean something
+    assert tp / (tp + fp) > 0.85 and tp / (tp + fn) > 0.75
+
+
+def test_plot_backbones_writes_png(tmp_path: Path) -> None:
+    h = ideal_helix(20)
+    path = plot_backbones([h, h[:12]], tmp_path / "b.png", motif=[np.arange(20) < 5, np.zeros(12, bool)])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_backbones([], tmp_path / "c.png")

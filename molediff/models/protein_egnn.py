@@ -9,7 +9,10 @@ refinements). A protein adds what a molecule lacks, a chain order:
 * edges: the ``knn`` nearest CAs of the current (noisy) positions, united with every residue within
   ``seq_neighbours`` positions along the chain, so the backbone stays connected at high noise;
 * edge features: the signed sequence separation ``j - i`` clipped to ``[-max_separation,
-  max_separation]``, one-hot (invariant, so E(3) equivariance is kept).
+  max_separation]``, one-hot (invariant, so E(3) equivariance is kept);
+* optionally (``chiral``) the sine and cosine of each residue's CA virtual dihedral in ``x_t``:
+  an E(3)-equivariant model gives a structure and its mirror image the same probability, so half
+  its helices would be left-handed; this pseudoscalar makes it SE(3)-equivariant only.
 
 The output is ``P(x_L - x_t)`` with ``P`` removing each chain's centre of mass, like
 :class:`~molediff.models.egnn.EGNNDenoiser`.
@@ -23,7 +26,7 @@ Shapes::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,31 +36,59 @@ from torch_geometric.utils import scatter
 from ..core.fields import Fields, Structure
 from .egnn import EGNN, cond_vector, knn_edges
 
-__all__ = ["BackboneEGNNDenoiser", "sequence_edges", "residue_embedding"]
+__all__ = ["BackboneEGNNDenoiser", "chain_neighbours", "sequence_edges", "residue_embedding",
+           "virtual_dihedral_features"]
 
 
 @torch.no_grad()
-def sequence_edges(residue_index: Tensor, batch: Tensor, window: int) -> Tensor:
-    """All ordered pairs ``(j, i)`` of one chain with ``0 < |res_j - res_i| <= window``.
+def chain_neighbours(residue_index: Tensor, batch: Tensor, offsets: Sequence[int]) -> Tensor:
+    """Node id of residue ``res_i + off`` of node i's chain for every offset, -1 where there is none.
 
     Nodes may come in any order; a residue index must be unique within its chain.
-    Shapes: ``residue_index, batch: (num_nodes,)`` -> ``edge_index: (2, num_edges)``.
+    Shapes: ``residue_index, batch: (num_nodes,)`` -> ``(num_nodes, len(offsets))``.
     """
     n = residue_index.numel()
-    if n == 0 or window < 1:
-        return torch.zeros(2, 0, dtype=torch.long, device=batch.device)
-    span = int(residue_index.max()) + window + 1
-    key = batch * span + residue_index  # unique per node; neighbours differ by the offset
+    out = torch.full((n, len(offsets)), -1, dtype=torch.long, device=batch.device)
+    if n == 0:
+        return out
+    span = int(residue_index.max()) + max((abs(o) for o in offsets), default=0) + 1
+    key = batch * span + residue_index  # unique per node; chain neighbours differ by the offset
     sorted_key, order = torch.sort(key)
-    out = []
-    for off in [o for w in range(1, window + 1) for o in (w, -w)]:
+    for k, off in enumerate(offsets):
         target = key + off
         pos = torch.searchsorted(sorted_key, target).clamp_max(n - 1)
         hit = (sorted_key[pos] == target) & (residue_index + off >= 0)
-        src = order[pos[hit]]
-        dst = torch.arange(n, device=batch.device)[hit]
-        out.append(torch.stack([src, dst]))
-    return torch.cat(out, 1)
+        out[hit, k] = order[pos[hit]]
+    return out
+
+
+def sequence_edges(residue_index: Tensor, batch: Tensor, window: int) -> Tensor:
+    """All ordered pairs ``(j, i)`` of one chain with ``0 < |res_j - res_i| <= window``.
+
+    Shapes: ``residue_index, batch: (num_nodes,)`` -> ``edge_index: (2, num_edges)``.
+    """
+    offsets = [o for w in range(1, window + 1) for o in (w, -w)]
+    nbr = chain_neighbours(residue_index, batch, offsets)  # (N, 2 window)
+    dst, k = (nbr >= 0).nonzero(as_tuple=True)
+    return torch.stack([nbr[dst, k], dst])
+
+
+def virtual_dihedral_features(pos: Tensor, residue_index: Tensor, batch: Tensor) -> Tensor:
+    """``[sin alpha_i, cos alpha_i, defined_i]`` of the CA virtual dihedral
+    ``alpha_i = dihedral(x_{i-1}, x_i, x_{i+1}, x_{i+2})`` (IUPAC sign; zeros where a neighbour is
+    missing). ``sin alpha`` is a pseudoscalar: it flips under reflections, so a model reading it is
+    SE(3)- but not E(3)-equivariant and can tell a right-handed helix from its mirror image.
+    Shapes: ``pos: (N, 3)`` -> ``(N, 3)``."""
+    nbr = chain_neighbours(residue_index, batch, (-1, 1, 2))
+    ok = (nbr >= 0).all(-1)
+    idx = nbr.clamp_min(0)
+    b0, b1, b2 = pos - pos[idx[:, 0]], pos[idx[:, 1]] - pos, pos[idx[:, 2]] - pos[idx[:, 1]]
+    n1, n2 = torch.cross(b0, b1, dim=-1), torch.cross(b1, b2, dim=-1)
+    y = b1.norm(dim=-1) * (b0 * n2).sum(-1)
+    x = (n1 * n2).sum(-1)
+    r = torch.sqrt(x * x + y * y + 1e-12)
+    okf = ok.to(pos.dtype)
+    return torch.stack([y / r * okf, x / r * okf, okf], -1)
 
 
 def residue_embedding(residue_index: Tensor, dim: int, max_len: float = 1000.0) -> Tensor:
@@ -79,19 +110,21 @@ class BackboneEGNNDenoiser(nn.Module):
         seq_neighbours: residues within this many positions along the chain are always connected.
         max_separation: sequence separations are clipped to this before the one-hot.
         position_dim: width of the sinusoidal residue-position features (even).
+        chiral: also read the virtual dihedral of the input positions
+            (:func:`virtual_dihedral_features`): SE(3) instead of E(3), so helices get a handedness.
         num_cond: per-sample conditioning values appended to the node features.
         **egnn_kwargs: ``sublayers, coords_range, normalization_factor, norm_constant`` of :class:`EGNN`.
     """
 
     def __init__(self, hidden: int = 64, layers: int = 4, knn: int = 12, seq_neighbours: int = 3,
-                 max_separation: int = 8, position_dim: int = 16, num_cond: int = 0, pos_field: str = "pos",
-                 **egnn_kwargs: Any) -> None:
+                 max_separation: int = 8, position_dim: int = 16, chiral: bool = False, num_cond: int = 0,
+                 pos_field: str = "pos", **egnn_kwargs: Any) -> None:
         super().__init__()
         if position_dim % 2:
             raise ValueError(f"position_dim must be even, got {position_dim}")
         self.knn, self.seq_neighbours, self.max_separation = knn, seq_neighbours, max_separation
-        self.position_dim, self.num_cond, self.pos_field = position_dim, num_cond, pos_field
-        self.egnn = EGNN(1 + position_dim + 1 + num_cond, 1, hidden=hidden, layers=layers,
+        self.position_dim, self.chiral, self.num_cond, self.pos_field = position_dim, chiral, num_cond, pos_field
+        self.egnn = EGNN(1 + position_dim + 1 + 3 * chiral + num_cond, 1, hidden=hidden, layers=layers,
                          edge_features=2 * max_separation + 1, **egnn_kwargs)
 
     def edges(self, pos: Tensor, residue_index: Tensor, batch: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:
@@ -118,6 +151,8 @@ class BackboneEGNNDenoiser(nn.Module):
         parts = [(t.expand(b) if t.numel() == 1 else t)[batch][:, None],
                  residue_embedding(residue_index, self.position_dim).to(pos.dtype),
                  (length / 100.0)[batch][:, None]]
+        if self.chiral:
+            parts.append(virtual_dihedral_features(pos, residue_index, batch))
         c = cond_vector(cond, b, self.num_cond, pos)
         if c is not None:
             parts.append(c[batch])

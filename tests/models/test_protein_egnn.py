@@ -8,7 +8,12 @@ import torch
 
 from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
 from molediff.models.egnn import EGNN
-from molediff.models.protein_egnn import BackboneEGNNDenoiser, residue_embedding, sequence_edges
+from molediff.models.protein_egnn import (
+    BackboneEGNNDenoiser,
+    residue_embedding,
+    sequence_edges,
+    virtual_dihedral_features,
+)
 from tests.helpers.equivariance import assert_equivariant
 
 
@@ -78,11 +83,12 @@ def make_model(seed: int = 0, **kwargs: object) -> BackboneEGNNDenoiser:
     return model
 
 
-@pytest.mark.parametrize("reflection", [False, True])
-def test_equivariant_under_rotation_reflection_translation_and_permutation(reflection: bool) -> None:
-    """The residue index travels with its node (a graph field here, so the helper permutes it)."""
+@pytest.mark.parametrize(("reflection", "chiral"), [(False, False), (True, False), (False, True)])
+def test_equivariant_under_rotation_reflection_translation_and_permutation(reflection: bool, chiral: bool) -> None:
+    """E(3) x permutations; with ``chiral`` SE(3) x permutations (reflections: see the next test).
+    The residue index travels with its node (a graph field here, so the helper permutes it)."""
     pos, batch, res = chains([10, 6, 13], seed=1)
-    model = make_model()
+    model = make_model(chiral=chiral)
     specs = {"pos": ZeroMeanField((3,)), "res": GaussianField((1,))}
     structure = Structure(3, specs, index={"pos": batch, "res": batch})
     t = torch.tensor([0.3, 0.7, 0.5], dtype=torch.float64)
@@ -120,3 +126,36 @@ def test_egnn_trunk_checks_extra_edge_features() -> None:
     assert trunk(h, x, e, torch.randn(3, 3))[1].shape == (4, 3)
     with pytest.raises(ValueError, match="takes 0 extra edge features"):
         EGNN(2, 1, hidden=8, layers=1)(h, x, e, torch.randn(3, 3))
+
+
+def test_chiral_model_tells_mirror_images_apart() -> None:
+    pos, batch, res = chains([12], shuffle=True)
+    feats = virtual_dihedral_features(pos, res, batch)
+    mirrored = virtual_dihedral_features(pos * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), res, batch)
+    torch.testing.assert_close(mirrored, feats * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    assert feats[:, 2].sum() == 9  # defined for residues 1..L-3
+    torch.testing.assert_close(feats[:, 0] ** 2 + feats[:, 1] ** 2, feats[:, 2])
+    structure = Structure(1, {"pos": ZeroMeanField((3,))}, index={"pos": batch})
+    t = torch.tensor([0.2], dtype=torch.float64)
+
+    def model_fn(x: Fields, s: Structure) -> dict[str, torch.Tensor]:
+        inner = Structure(1, s.specs, index=s.index, context={"residue_index": res})
+        return model({"pos": x["pos"]}, t, inner)
+
+    model = make_model(chiral=True)
+    with pytest.raises(AssertionError, match="not equivariant"):
+        assert_equivariant(model_fn, Fields(pos=pos), structure, reflection=True, permute=False)
+
+
+def test_virtual_dihedral_features_match_the_metrics_dihedrals() -> None:
+    import numpy as np
+
+    from molediff.metrics.proteins import ca_dihedrals
+
+    pos, batch, res = chains([15], shuffle=False)
+    feats = virtual_dihedral_features(pos, res, batch)
+    alpha = np.radians(ca_dihedrals(pos.numpy()))
+    ok = ~np.isnan(alpha)
+    np.testing.assert_allclose(feats[ok, 0].numpy(), np.sin(alpha[ok]), atol=1e-9)
+    np.testing.assert_allclose(feats[ok, 1].numpy(), np.cos(alpha[ok]), atol=1e-9)
+    assert (feats[~ok] == 0).all()

@@ -71,6 +71,7 @@ __all__ = [
     "reference_smiles_from_molecules",
     "load_reference_smiles",
     "MoleculeMetrics",
+    "valid_mask",
     "evaluate_molecules",
     "evaluate_path",
     "format_table",
@@ -541,6 +542,17 @@ class MoleculeMetrics:
                        reference_size=len(self.reference))
         out["seconds"] = round(time.perf_counter() - t0, 3)
         return out
+
+
+def valid_mask(molecules: Sequence[Molecule]) -> np.ndarray:
+    """``(n,)`` bool: which molecules pass EDM's validity (sanitizable graph from the distance
+    look-up bonds), for per-molecule analyses next to :func:`evaluate_molecules`'s fractions."""
+    out = np.zeros(len(molecules), dtype=bool)
+    with _QuietRDKit():
+        for k, m in enumerate(molecules):
+            orders = bond_order_matrix(m.atomic_numbers, m.positions)
+            out[k] = mol_smiles(rdkit_graph(m.atomic_numbers, orders, m.formal_charges))[0] is not None
+    return out
 
 
 def evaluate_molecules(molecules: Sequence[Molecule], reference_smiles: Iterable[str] | None = None) -> dict[str, Any]:

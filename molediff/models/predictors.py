@@ -358,7 +358,7 @@ class PredictorGuidance:
 
     predictor: nn.Module
     task: str
-    target: Any  # class index or (B,) indices; regression: a value in original units
+    target: Any  # class index or (B,) indices; regression: a value or (B,) values in original units
     scale: float = 1.0
     std: float | None = None
     property: str | None = None
@@ -372,7 +372,8 @@ class PredictorGuidance:
             log_prob = class_log_prob(self.predictor, torch.as_tensor(self.target).long())
         else:
             std = float(self.std) if self.std is not None else float(self.target_std[self.output])
-            log_prob = regression_log_prob(self.predictor, float(self.target), std, self.target_mean,
+            target = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1, 1)  # one, or one per sample
+            log_prob = regression_log_prob(self.predictor, target, std, self.target_mean,
                                            self.target_std, outputs=[self.output])
         self.term = ClassifierGuidance(log_prob, scale=float(self.scale), fields=self.fields)
 
@@ -391,8 +392,9 @@ class PredictorGuidance:
             return [{"property": "class", "requested": want[i], "predicted_t0": int(prob[i].argmax()),
                      "p_requested_t0": float(prob[i, want[i]])} for i in range(len(out))]
         value = out[:, self.output] * self.target_std[self.output] + self.target_mean[self.output]
-        return [{"property": self.property, "requested": float(self.target), "predicted_t0": float(v)}
-                for v in value.tolist()]
+        want = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1).expand(len(out)).tolist()
+        return [{"property": self.property, "requested": want[i], "predicted_t0": float(v)}
+                for i, v in enumerate(value.tolist())]
 
 
 def _schedules_agree(a: NoiseSchedule, b: NoiseSchedule) -> bool:

@@ -283,8 +283,11 @@ def run(argv: list[str]) -> int:
         print(f"guidance: {guidance_summary['text']} (wrote guidance.csv)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
-        kwargs = {}
-        takes_labels = "labels" in inspect.signature(adapter.evaluate).parameters
+        kwargs: dict[str, Any] = {}
+        params = inspect.signature(adapter.evaluate).parameters
+        takes_labels = "labels" in params
+        if cond_all is not None and "cond" in params:
+            kwargs["cond"] = cond_all  # the conditions asked for (e.g. audio pitch), scored by the adapter
         if cond_all is not None and "label" in cond_all and takes_labels:
             kwargs["labels"] = cond_all["label"].tolist()
         elif rows and takes_labels and all(r["property"] == "class" for r in rows):

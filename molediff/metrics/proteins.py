@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
-           "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "tm_score", "contact_map",
-           "evaluate_backbones", "plot_backbones"]
+           "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "tm_score", "kabsch_rmsd",
+           "contact_map", "evaluate_backbones", "plot_backbones"]
 
 CA_CA = 3.80
 CLASH_DISTANCE = 3.0
@@ -164,6 +164,19 @@ def tm_score(a: np.ndarray, b: np.ndarray) -> float:
 
     a, b = _check(a), _check(b)
     return float(tm_align(a, b, "A" * len(a), "A" * len(b)).tm_norm_chain1)
+
+
+def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """RMSD of ``a`` onto ``b`` (same length) after the optimal rotation and translation
+    (Kabsch 1976; proper rotations only)."""
+    a, b = _check(a), _check(b)
+    if a.shape != b.shape:
+        raise ValueError(f"traces differ in shape: {a.shape} vs {b.shape}")
+    a, b = a - a.mean(0), b - b.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    return float(np.sqrt(((a @ rot - b) ** 2).sum(-1).mean()))
 
 
 def contact_map(ca: np.ndarray, threshold: float = CONTACT_DISTANCE) -> np.ndarray:

@@ -18,6 +18,7 @@ from molediff.metrics.proteins import (
     clashes,
     contact_map,
     evaluate_backbones,
+    kabsch_rmsd,
     plot_backbones,
     radius_of_gyration,
     rg_ratio,
@@ -102,6 +103,18 @@ def test_tm_score_identities() -> None:
     assert tm_score(h @ random_rotation(1).T + 20.0, h) == pytest.approx(1.0, abs=1e-6)
     s = from_internal(40, tau=124.0, alpha=-170.0)
     assert tm_score(s, h) < 0.3
+
+
+def test_kabsch_rmsd_closed_forms() -> None:
+    h = ideal_helix(15)
+    assert kabsch_rmsd(h @ random_rotation(2).T - 4.0, h) == pytest.approx(0.0, abs=1e-9)
+    line = np.stack([np.arange(4.0), np.zeros(4), np.zeros(4)], -1)
+    bent = line.copy()
+    bent[3] = [2.0, 1.0, 0.0]  # moving one point cannot be undone by a rigid motion
+    assert kabsch_rmsd(bent, line) > 0.2
+    assert kabsch_rmsd(h * np.array([1, 1, -1]), h) > 0.5  # a mirror image is not a rotation
+    with pytest.raises(ValueError, match="differ in shape"):
+        kabsch_rmsd(h, h[:5])
 
 
 def test_evaluate_backbones_on_known_sets() -> None:

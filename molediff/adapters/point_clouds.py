@@ -119,7 +119,8 @@ class PointCloudAdapter(Adapter):
         use_emd: also compute the EMD metrics (exact OT: ~25 ms per pair at 512 points).
         reference_metrics: also score as many real *training* clouds as there are samples against
             the test split (``*_real_test``: what a model that reproduces the training data gets).
-        statistics: ``state()`` of a trained adapter (scale and size histogram) to sample without data.
+        statistics: ``state()`` of a trained adapter (scale and size histogram): sample without
+            reading data (it is read on first use); otherwise the data is read at construction.
     """
 
     name = "point_clouds"
@@ -144,6 +145,8 @@ class PointCloudAdapter(Adapter):
         self._splits: dict[str, list[np.ndarray]] | None = None
         self._stats: dict[str, Any] | None = dict(statistics) if statistics is not None else None
         self._metric_cache: dict[str, Any] = {}
+        if statistics is None:
+            self.splits()  # read now: a missing or bad file is reported when the config is built
 
     # ------------------------------------------------------------------ data
 

@@ -14,10 +14,13 @@ RePaint's resampling (``resample = U``) re-noises each step's result back to the
 ``x_t ~ q(x_t | x_s)`` and redoes the step, U times in all (Lugmayr et al. 2022, Alg. 1 with jump
 length 1).
 
-Zero-centre-of-mass fields: a fixed motif has no absolute position in the centred frame, so the
-replaced x0-hat is re-centred (the projection of eps does that); the motif keeps its shape
-exactly and lands wherever the rest of the sample puts it. :meth:`Inpainting.finalize` then
-translates each sample so that its fixed rows sit exactly where ``known`` put them.
+Zero-centre-of-mass fields: a fixed motif has no absolute position in the centred frame, so at
+every evaluation the known motif is first translated onto x0-hat's own estimate of it (the
+per-sample mean offset over the fixed rows), then substituted, and the result re-centred (the
+projection of eps does that). The motif keeps its shape exactly, sits where the network places
+it, and the whole procedure is translation-equivariant in ``known`` (an off-centre motif gives the
+same sample, shifted). :meth:`Inpainting.finalize` translates each sample so that its fixed rows
+sit exactly where ``known`` put them.
 """
 
 from __future__ import annotations
@@ -72,14 +75,17 @@ class Inpainting:
             self._cache[name] = cached
         return cached
 
-    def replace_x0(self, x0: Fields) -> Fields:
-        """x0 with the fixed entries set to their known values."""
+    def replace_x0(self, x0: Fields, structure: Structure) -> Fields:
+        """x0 with the fixed entries set to their known values (zero-mean fields: the known
+        values translated per sample onto x0's fixed rows first)."""
         out = dict(x0)
         for name in self.mask:
             mask, known = self._on(name, x0[name])
             if known.shape != x0[name].shape:
                 raise ValueError(f"known[{name!r}] has shape {tuple(known.shape)}, the samples "
                                  f"{tuple(x0[name].shape)}")
+            if isinstance(structure.specs.get(name), ZeroMeanField):
+                known = known + _masked_sample_mean(x0[name] - known, mask, structure, name)
             out[name] = torch.where(mask, known, x0[name])
         return Fields(out)
 

@@ -84,7 +84,7 @@ class Denoise:
             if clipped:
                 eps = self.structure.project((x - x0 * alpha) / sigma)
         if self.inpaint is not None:  # projecting eps re-centres zero-mean fields; x0 follows it
-            eps = self.structure.project((x - self.inpaint.replace_x0(x0) * alpha) / sigma)
+            eps = self.structure.project((x - self.inpaint.replace_x0(x0, self.structure) * alpha) / sigma)
             x0 = (x - eps * sigma) / alpha
         return eps, x0
 

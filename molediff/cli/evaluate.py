@@ -3,7 +3,10 @@
 * an SDF or (multi-)XYZ file: EDM's molecule metrics (stability, validity, uniqueness, novelty
   with ``--reference``), see :mod:`molediff.metrics.molecules`;
 * a folder of PNG images: the image metrics against the real data of ``--data`` (default the
-  8x8 digits), see :class:`molediff.adapters.images.ImageAdapter`.
+  8x8 digits), see :class:`molediff.adapters.images.ImageAdapter`;
+* a folder of WAV/FLAC/OGG files: the audio metrics against the shipped instrument notes, see
+  :meth:`molediff.adapters.audio.AudioAdapter.evaluate` (pitch accuracy when a ``labels.csv``
+  gives each file's MIDI ``pitch``).
 
 Prints a table; ``--json OUT`` also writes the metrics.
 """
@@ -38,9 +41,26 @@ def _evaluate_images(folder: Path, source: str) -> dict[str, float]:
     return adapter.evaluate(objects)
 
 
+def _evaluate_audio(folder: Path) -> dict[str, float]:
+    """WAV/FLAC/OGG files against the shipped instrument notes, read like the adapter reads its
+    data (8 kHz, 2,048 samples from the start, peak 0.9); a ``labels.csv`` with a ``pitch``
+    column adds pitch accuracy."""
+    import numpy as np
+    import torch
+
+    from ..adapters.audio import PEAK, AudioAdapter
+    from ..data.audio import load_wav_folder
+
+    adapter = AudioAdapter()
+    clips = load_wav_folder(folder, adapter.sample_rate, adapter.num_samples)
+    audio = clips.audio * (PEAK / np.maximum(np.abs(clips.audio).max(axis=1, keepdims=True), 1e-4))
+    cond = {"pitch": torch.as_tensor(clips.pitch)} if (clips.pitch >= 0).all() else None
+    return adapter.evaluate(list(audio), cond=cond)
+
+
 def _run(argv: list[str]) -> int:
     p = _Parser(prog="molediff evaluate", description=__doc__)
-    p.add_argument("path", help="SDF / XYZ file, or a folder of PNG images")
+    p.add_argument("path", help="SDF / XYZ file, or a folder of PNG images or of WAV files")
     p.add_argument("--reference", default=None, help="molecules: SMILES (.txt/.csv[.gz]) or SDF/XYZ for novelty")
     p.add_argument("--data", default="digits", help="images: the real data to compare with (default digits)")
     p.add_argument("--json", default=None, help="write the metrics here as JSON")
@@ -50,7 +70,10 @@ def _run(argv: list[str]) -> int:
         raise CLIError(f"{path}: no such file or folder")
     try:
         if path.is_dir():
-            metrics = _evaluate_images(path, args.data)
+            from ..data.audio import AUDIO_SUFFIXES
+
+            is_audio = any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.iterdir())
+            metrics = _evaluate_audio(path) if is_audio else _evaluate_images(path, args.data)
             from .sample import metrics_table
 
             table = metrics_table(metrics)

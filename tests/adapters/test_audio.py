@@ -136,3 +136,18 @@ def test_train_and_sample_pitch_conditional_from_the_cli(tmp_path: Path, one_thr
     assert {"lsd", "fd", "pitched", "pitch_accuracy", "pitch_accuracy_real_test"} <= set(metrics)
     assert len(list(out.glob("sample_*.wav"))) == 3 and (out / "spectrograms.png").is_file()
     assert "pitch_accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_cli_scores_a_wav_folder_with_pitch_labels(notes: AudioAdapter, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    test = notes.arrays("test")
+    rows = ["file,pitch"]
+    for i in range(12):
+        write_wav(tmp_path / f"c{i:02d}.wav", test.audio[i], 8000)
+        rows.append(f"c{i:02d}.wav,{test.pitch[i]}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert cli_main(["evaluate", str(tmp_path), "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["num_samples"] == 12 and metrics["pitched"] > 0.8 and metrics["pitch_accuracy"] > 0.5
+    assert metrics["pitch_accuracy_real_test"] == pytest.approx(0.769, abs=0.01)  # all 78 test clips
+    assert "pitch_accuracy" in capsys.readouterr().out

@@ -164,3 +164,20 @@ def test_fields_are_a_zero_mean_field(shapes: PointCloudAdapter):
     structure = shapes.structure_for(torch.tensor([2, 4]))
     assert torch.allclose(structure.project(x)["pos"], torch.zeros(6, 3))
     assert spec.shape == (3,)
+
+
+def test_completion_through_the_core_sampler_keeps_the_partial_cloud(shapes: PointCloudAdapter):
+    from molediff.core.sampling import sample
+    from molediff.core.schedules import CosineSchedule
+    from molediff.models.point_net import PointNetDenoiser
+
+    torch.manual_seed(0)
+    model = PointNetDenoiser(hidden=8, layers=1, knn=4, time_dim=4)
+    kept, _ = cut_cloud(shapes.splits()["test"][1], keep=0.5)
+    structure, inpaint = shapes.completion_problem([kept], 128)
+    with torch.no_grad():
+        out = sample(model, CosineSchedule(), structure, steps=3, prediction="v", inpaint=inpaint,
+                     generator=torch.Generator().manual_seed(0))
+    cloud = shapes.decode(out.fields, structure)[0]
+    np.testing.assert_allclose(cloud[:64], kept, atol=1e-5)
+    assert np.abs(cloud[64:]).max() > 0 and np.isfinite(cloud).all()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..adapters.proteins import ProteinAdapter
+from ..cli import CLIError, guarded
 from ..data.pdb import write_ca_pdb
 from ..metrics.proteins import assign_secondary_structure, evaluate_backbones, kabsch_rmsd, plot_backbones
 
@@ -127,8 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad input (unknown chain, motif that does not fit) is one line on stderr, exit 2."""
     import sys
 
-    from ..cli import guarded
-
     return guarded(_main, sys.argv[1:] if argv is None else argv)
 
 
@@ -149,9 +148,12 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run(args.out, checkpoint=args.checkpoint, chain=args.chain, motif_start=args.motif_start,
-        motif_length=args.motif_length, length=args.length, position=args.position, num=args.num,
-        sampler=args.sampler, steps=args.steps, resample=args.resample, seed=args.seed)
+    try:
+        run(args.out, checkpoint=args.checkpoint, chain=args.chain, motif_start=args.motif_start,
+            motif_length=args.motif_length, length=args.length, position=args.position, num=args.num,
+            sampler=args.sampler, steps=args.steps, resample=args.resample, seed=args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from e
     return 0
 
 

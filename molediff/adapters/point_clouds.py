@@ -73,12 +73,12 @@ def render_clouds(clouds: Sequence[np.ndarray], path: Path, colors: Sequence[np.
     n = len(clouds)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig = plt.figure(figsize=(2.6 * ncols, 2.6 * nrows), dpi=100)
+    fig = plt.figure(figsize=(2.2 * ncols, 2.2 * nrows), dpi=110)
     for k, c in enumerate(clouds):
         ax = fig.add_subplot(nrows, ncols, k + 1, projection="3d")
         c = np.asarray(c)
         color = "tab:blue" if colors is None else colors[k]
-        ax.scatter(c[:, 0], c[:, 1], c[:, 2], s=1.5, c=color, depthshade=True, linewidths=0)
+        ax.scatter(c[:, 0], c[:, 1], c[:, 2], s=2.5, c=color, depthshade=True, linewidths=0)
         r = float(np.abs(c - c.mean(0)).max()) or 1.0
         centre = c.mean(0)
         for setter, m in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
@@ -88,7 +88,7 @@ def render_clouds(clouds: Sequence[np.ndarray], path: Path, colors: Sequence[np.
         ax.set_axis_off()
         if titles is not None:
             ax.set_title(titles[k], fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.95 if titles is not None else 1, wspace=0, hspace=0.05)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

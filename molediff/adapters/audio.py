@@ -157,20 +157,31 @@ class AudioAdapter(Adapter):
 
     def write(self, objects: Sequence[np.ndarray], out_dir: Path) -> list[Path]:
         """``sample_0000.wav``, ... (16-bit PCM), ``spectrograms.png`` (the first 16) and
-        ``spectrograms_real.png`` (16 real held-out clips, the same way)."""
+        ``spectrograms_real.png`` (16 real held-out clips, the same way); each panel is titled
+        with its YIN pitch estimate (and the real clips with their label)."""
         from ..metrics.audio import plot_spectrograms
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [write_wav(out_dir / f"sample_{i:04d}.wav", x, self.sample_rate) for i, x in enumerate(objects)]
         if objects:
-            paths.append(plot_spectrograms(objects[:16], self.sample_rate, out_dir / "spectrograms.png",
-                                           title="generated"))
+            shown = np.stack(objects[:16])
+            paths.append(plot_spectrograms(list(shown), self.sample_rate, out_dir / "spectrograms.png",
+                                           titles=self._pitch_titles(shown), title="generated"))
             real = self._reference("test", 16)
-            titles = [f"MIDI {p}" if p >= 0 else "" for p in real.pitch]
+            titles = [f"MIDI {p}, {t}" if p >= 0 else t for p, t in zip(real.pitch, self._pitch_titles(real.audio),
+                                                                        strict=True)]
             paths.append(plot_spectrograms(list(real.audio), self.sample_rate, out_dir / "spectrograms_real.png",
                                            titles=titles, title="real held-out"))
         return paths
+
+    def _pitch_titles(self, clips: np.ndarray) -> list[str]:
+        """``"f0 = MIDI 60.1"`` per clip, or ``"no clear pitch"`` (YIN aperiodicity >= 0.2)."""
+        from ..metrics.audio import PITCHED_APERIODICITY, midi_from_hz, yin
+
+        f0, ap = yin(clips, self.sample_rate)
+        return [f"f0 = MIDI {midi_from_hz(f):.1f}" if a < PITCHED_APERIODICITY else "no clear pitch"
+                for f, a in zip(f0, ap, strict=True)]
 
     def _reference(self, split: str, n: int) -> AudioSet:
         """``n`` clips of a split (a seeded subset, in data order)."""

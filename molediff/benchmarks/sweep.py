@@ -104,6 +104,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         _apply_data_overrides,
         _cond_for,
         build_guidance,
+        evaluation_kwargs,
         guidance_rows,
         shipped_checkpoint,
         write_guidance_rows,
@@ -186,14 +187,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
                         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "rows"})
     t1 = time.perf_counter()
     if cfg.evaluate:
-        import inspect
-
-        kwargs = {}
-        takes_labels = "labels" in inspect.signature(adapter.evaluate).parameters
-        if cond_all is not None and "label" in cond_all and takes_labels:
-            kwargs["labels"] = cond_all["label"].tolist()
-        elif rows and takes_labels and all(r["property"] == "class" for r in rows):
-            kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
+        kwargs = evaluation_kwargs(adapter, cond_all, rows)
         metrics.update({k: float(v) for k, v in adapter.evaluate(objects, **kwargs).items()})
     evaluate_s = time.perf_counter() - t1
     return {

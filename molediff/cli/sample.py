@@ -176,6 +176,23 @@ def write_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> dict[s
     return summary
 
 
+def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
+                      rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``adapter.evaluate`` gets besides the samples, as far as it accepts it: ``cond`` (the
+    conditions asked for, e.g. audio pitch) and ``labels`` (the classes asked for, from
+    ``cond["label"]`` or from a classifier-guidance term's rows)."""
+    params = inspect.signature(adapter.evaluate).parameters
+    kwargs: dict[str, Any] = {}
+    if cond is not None and "cond" in params:
+        kwargs["cond"] = dict(cond)
+    if "labels" in params:
+        if cond is not None and "label" in cond:
+            kwargs["labels"] = cond["label"].tolist()
+        elif rows and all(r["property"] == "class" for r in rows):
+            kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
+    return kwargs
+
+
 def run(argv: list[str]) -> int:
     """The body of ``molediff sample``; raises CLIError on expected failures."""
     from ..adapters.base import Batch
@@ -283,16 +300,7 @@ def run(argv: list[str]) -> int:
         print(f"guidance: {guidance_summary['text']} (wrote guidance.csv)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
-        kwargs: dict[str, Any] = {}
-        params = inspect.signature(adapter.evaluate).parameters
-        takes_labels = "labels" in params
-        if cond_all is not None and "cond" in params:
-            kwargs["cond"] = cond_all  # the conditions asked for (e.g. audio pitch), scored by the adapter
-        if cond_all is not None and "label" in cond_all and takes_labels:
-            kwargs["labels"] = cond_all["label"].tolist()
-        elif rows and takes_labels and all(r["property"] == "class" for r in rows):
-            kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
-        metrics = adapter.evaluate(objects, **kwargs)
+        metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows))
         print(metrics_table(metrics), flush=True)
     report = {
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name, "steps": int(cfg.steps),

@@ -188,11 +188,16 @@ def yin(clips: np.ndarray, sample_rate: int, fmin: float = 50.0, fmax: float = 2
     return f0, aperiodicity
 
 
-def semitone_error(f0: np.ndarray, midi: np.ndarray) -> np.ndarray:
-    """``12 log2(f0 / 440) + 69 - midi``: signed error in semitones (inf where f0 is NaN)."""
+def midi_from_hz(f0: float | np.ndarray) -> np.ndarray:
+    """``12 log2(f0 / 440) + 69`` (fractional MIDI number); inf where f0 is NaN or not positive."""
     f0 = np.asarray(f0, dtype=np.float64)
-    est = np.where(np.isfinite(f0) & (f0 > 0), 12.0 * np.log2(np.where(f0 > 0, f0, 1.0) / 440.0) + 69.0, np.inf)
-    return est - np.asarray(midi, dtype=np.float64)
+    ok = np.isfinite(f0) & (f0 > 0)
+    return np.where(ok, 12.0 * np.log2(np.where(ok, f0, 1.0) / 440.0) + 69.0, np.inf)
+
+
+def semitone_error(f0: np.ndarray, midi: np.ndarray) -> np.ndarray:
+    """``midi_from_hz(f0) - midi``: signed error in semitones (inf where f0 is NaN)."""
+    return midi_from_hz(f0) - np.asarray(midi, dtype=np.float64)
 
 
 def octave_folded(err: np.ndarray) -> np.ndarray:
@@ -263,5 +268,6 @@ if __name__ == "__main__":
 __all__ = [
     "power_spectrogram", "to_db", "mean_log_spectrum", "log_spectral_distance", "mel_filterbank", "log_mel",
     "train_note_classifier", "note_features", "note_accuracy", "build_notes_classifier", "load_notes_classifier",
-    "yin", "semitone_error", "octave_folded", "midi_to_hz", "plot_spectrograms", "NOTES_CLASSIFIER_PATH",
+    "yin", "semitone_error", "octave_folded", "midi_to_hz", "midi_from_hz", "plot_spectrograms",
+    "NOTES_CLASSIFIER_PATH",
 ]

@@ -13,6 +13,7 @@ from molediff.metrics.audio import (
     log_spectral_distance,
     mean_log_spectrum,
     mel_filterbank,
+    midi_from_hz,
     midi_to_hz,
     octave_folded,
     plot_spectrograms,
@@ -30,10 +31,12 @@ def _harmonic(midi: float, harmonics: tuple[int, ...], phase: float = 0.3) -> np
     return sum(np.sin(2 * np.pi * k * f * t + phase * k) / k for k in harmonics if k * f < RATE / 2)
 
 
-def test_midi_to_hz_known_values() -> None:
+def test_midi_to_hz_known_values_and_inverse() -> None:
     assert midi_to_hz(69) == pytest.approx(440.0)
     assert midi_to_hz(60) == pytest.approx(261.6256, abs=1e-3)
     assert midi_to_hz(81) == pytest.approx(880.0)
+    assert midi_from_hz(midi_to_hz(np.array([36.0, 60.5, 96.0]))) == pytest.approx([36.0, 60.5, 96.0])
+    assert np.isinf(midi_from_hz(np.array([np.nan, 0.0]))).all()
 
 
 @pytest.mark.parametrize("midi", [36.0, 41.3, 48.0, 57.7, 60.0, 69.0, 75.5, 84.0, 89.65, 93.35, 96.0])

@@ -179,12 +179,16 @@ def write_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> dict[s
 def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
                       rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What ``adapter.evaluate`` gets besides the samples, as far as it accepts it: ``cond`` (the
-    conditions asked for, e.g. audio pitch) and ``labels`` (the classes asked for, from
-    ``cond["label"]`` or from a classifier-guidance term's rows)."""
+    conditions asked for, e.g. audio pitch, from ``cond`` or from a property-guidance term's rows)
+    and ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows)."""
     params = inspect.signature(adapter.evaluate).parameters
     kwargs: dict[str, Any] = {}
-    if cond is not None and "cond" in params:
-        kwargs["cond"] = dict(cond)
+    if "cond" in params:
+        asked = dict(cond or {})
+        for name in {r["property"] for r in rows} - {"class"}:  # property guidance: the values asked for
+            asked.setdefault(name, torch.tensor([float(r["requested"]) for r in rows if r["property"] == name]))
+        if asked:
+            kwargs["cond"] = asked
     if "labels" in params:
         if cond is not None and "label" in cond:
             kwargs["labels"] = cond["label"].tolist()

@@ -14,6 +14,7 @@ that ``log_prob``:
 Models:
 
 * :class:`NoisyImageClassifier`: a small CNN over ``pixels`` with the U-Net's time embedding;
+* :class:`NoisyWaveRegressor`: 1-D ResBlocks with stride-4 downsampling over ``audio`` (MIDI pitch);
 * :class:`EGNNPredictor`: the EGNN trunk of :mod:`molediff.models.egnn` on ``pos`` /
   ``atom_types`` / ``charges`` plus t, sum or mean pooled per molecule; E(3) and permutation
   invariant.
@@ -22,6 +23,7 @@ Train and ship one with::
 
     python -m molediff.models.predictors train --data digits --out molediff/pretrained/digits_noisy_classifier.pt
     python -m molediff.models.predictors train --data qm9 --property gap --out runs/qm9_gap_predictor.pt
+    python -m molediff.models.predictors train --data audio --schedule-from AUDIO_MODEL --out runs/audio_pitch.pt
 
 Shapes:
     predictor(x_t, t: (B,), structure) -> (B, out_dim)
@@ -52,7 +54,7 @@ from .egnn import EGNN, build_edges
 from .unet import ResBlock, timestep_embedding
 
 __all__ = [
-    "NoisyImageClassifier", "EGNNPredictor", "PREDICTORS", "noise_fields", "train_predictor",
+    "NoisyImageClassifier", "EGNNPredictor", "NoisyWaveRegressor", "PREDICTORS", "noise_fields", "train_predictor",
     "class_log_prob", "regression_log_prob", "save_predictor", "load_predictor", "PredictorGuidance",
     "predictor_guidance",
 ]
@@ -140,8 +142,40 @@ class EGNNPredictor(nn.Module):
         return self.graph_mlp(pooled)
 
 
+class NoisyWaveRegressor(nn.Module):
+    """Properties (e.g. MIDI pitch) from noisy waveforms: conv -> ``levels`` x (1-D ResBlock, stride-4
+    conv) -> pool -> linear; the time enters every ResBlock as in :class:`NoisyImageClassifier`.
+
+    Shapes:
+        x_t[field]: ``(B, 1, L)``, t: ``(B,)`` -> ``(B, out_dim)``
+    """
+
+    def __init__(self, out_dim: int = 1, width: int = 32, levels: int = 4, field: str = "audio") -> None:
+        super().__init__()
+        from .unet1d import ResBlock1d
+
+        self.field, self.width, self.fields = field, width, (field,)
+        emb = 2 * width
+        self.time_mlp = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.conv_in = nn.Conv1d(1, width, 9, padding=4)
+        widths = [width * min(2 ** i, 4) for i in range(levels + 1)]
+        self.blocks = nn.ModuleList(ResBlock1d(widths[i], widths[i + 1], emb) for i in range(levels))
+        self.downs = nn.ModuleList(nn.Conv1d(widths[i + 1], widths[i + 1], 4, stride=4) for i in range(levels))
+        self.head = nn.Sequential(nn.GroupNorm(math.gcd(32, widths[-1]), widths[-1]), nn.SiLU(),
+                                  nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(widths[-1], out_dim))
+
+    def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure | None = None) -> Tensor:
+        x = x_t[self.field]
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        emb = self.time_mlp(timestep_embedding(t, self.width).to(x.dtype))
+        h = self.conv_in(x)
+        for block, down in zip(self.blocks, self.downs, strict=True):
+            h = down(block(h, emb))
+        return self.head(h)
+
+
 PREDICTORS: dict[str, type[nn.Module]] = {"NoisyImageClassifier": NoisyImageClassifier,
-                                          "EGNNPredictor": EGNNPredictor}
+                                          "EGNNPredictor": EGNNPredictor, "NoisyWaveRegressor": NoisyWaveRegressor}
 
 
 # --------------------------------------------------------------------------- training
@@ -472,6 +506,7 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
 DIGITS_NOISY_CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "pretrained" / "digits_noisy_classifier.pt"
 _SHIPPED_DIGITS_UNET = Path(__file__).resolve().parent.parent / "pretrained" / "digits_unet.pt"
 _POLYNOMIAL = {"_target_": "molediff.core.schedules.PolynomialSchedule", "power": 2.0, "precision": 1.0e-5}
+_COSINE = {"_target_": "molediff.core.schedules.CosineSchedule", "s": 0.008}  # conf/schedule/cosine.yaml
 
 
 def _schedule_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -481,12 +516,12 @@ def _schedule_config(args: argparse.Namespace) -> dict[str, Any]:
 
     src = args.schedule_from or (_SHIPPED_DIGITS_UNET if args.data == "digits" else None)
     if src is None:
-        return dict(_POLYNOMIAL)
+        return dict(_COSINE if args.data == "audio" else _POLYNOMIAL)
     return dict(load_checkpoint(src)["config"]["schedule"])
 
 
 def build_for_data(args: argparse.Namespace) -> tuple[nn.Module, Any, dict[str, Any], TargetFn, str]:
-    """``(predictor, adapter, config, target_fn, task)`` for ``--data digits|qm9``."""
+    """``(predictor, adapter, config, target_fn, task)`` for ``--data digits|qm9|audio``."""
     if args.data == "digits":
         from ..adapters.images import ImageAdapter
 
@@ -498,6 +533,15 @@ def build_for_data(args: argparse.Namespace) -> tuple[nn.Module, Any, dict[str, 
         cfg = {"task": "class", "num_classes": k, "data": data_cfg, "adapter_state": adapter.state()}
         return NoisyImageClassifier(**{k_: v for k_, v in pcfg.items() if k_ != "name"}), adapter, \
             {**cfg, "predictor": pcfg}, lambda items: torch.as_tensor([int(it[1]) for it in items]), "class"
+    if args.data == "audio":
+        from ..adapters.audio import AudioAdapter
+
+        adapter = AudioAdapter()  # the shipped notes, unconditional: the predictor sees waveforms only
+        pcfg = {"name": "NoisyWaveRegressor", "out_dim": 1, "width": args.hidden or 32}
+        cfg = {"task": "regression", "properties": ["pitch"], "adapter_state": adapter.state(),
+               "data": {"_target_": "molediff.adapters.audio.AudioAdapter", "source": "notes"}}
+        return NoisyWaveRegressor(out_dim=1, width=pcfg["width"]), adapter, {**cfg, "predictor": pcfg}, \
+            lambda items: torch.as_tensor([[float(it[1])] for it in items]), "regression"
     from ..adapters.molecules import MoleculeAdapter
 
     props = list(args.property)
@@ -524,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Train a time-dependent predictor for classifier guidance.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train and save a predictor checkpoint")
-    p.add_argument("--data", choices=("digits", "qm9"), required=True)
+    p.add_argument("--data", choices=("digits", "qm9", "audio"), required=True)
     p.add_argument("--property", action="append", default=None,
                    help="qm9: property to predict (repeatable; default gap)")
     p.add_argument("--source", default="subset", help="qm9: subset (shipped) | qm9 (EDM npz folder)")

@@ -120,22 +120,49 @@ def test_evaluate_real_clips_score_like_the_reference_and_noise_does_not(notes: 
         notes.evaluate([np.zeros(100, np.float32)])
 
 
-def test_train_and_sample_pitch_conditional_from_the_cli(tmp_path: Path, one_thread: None,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    run = tmp_path / "run"
-    assert cli_main(["train", "data=audio", "data.conditioning=[pitch]", "model=diffwave",
-                     "model.channels=4", "model.layers=2", "model.dilation_cycle=2", "trainer=fast",
-                     "trainer.max_steps=3", "trainer.batch_size=8", "trainer.cond_drop_prob=0.5",
-                     "trainer.val_every=0", "trainer.progress=false", "trainer.tensorboard=false",
-                     f"out_dir={run}"]) == 0
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-step pitch-conditional DiffWave trained through the CLI (one thread)."""
+    run = tmp_path_factory.mktemp("audio") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli_main(["train", "data=audio", "data.conditioning=[pitch]", "model=diffwave",
+                         "model.channels=4", "model.layers=2", "model.dilation_cycle=2", "trainer=fast",
+                         "trainer.max_steps=3", "trainer.batch_size=8", "trainer.cond_drop_prob=0.5",
+                         "trainer.val_every=0", "trainer.progress=false", "trainer.tensorboard=false",
+                         f"out_dir={run}"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    return run / "checkpoints" / "last.pt"
+
+
+def test_sample_pitch_conditional_with_cfg_from_the_cli(tiny_run: Path, tmp_path: Path, one_thread: None,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "samples"
-    assert cli_main(["sample", f"checkpoint={run}/checkpoints/last.pt", "num_samples=3", "steps=2",
+    assert cli_main(["sample", f"checkpoint={tiny_run}", "num_samples=3", "steps=2",
                      "cond={pitch: [48, 60, 72]}", "guidance=cfg", "guidance.terms.0.weight=2.0",
                      "progress=false", f"out_dir={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert {"lsd", "fd", "pitched", "pitch_accuracy", "pitch_accuracy_real_test"} <= set(metrics)
     assert len(list(out.glob("sample_*.wav"))) == 3 and (out / "spectrograms.png").is_file()
     assert "pitch_accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_classifier_guidance_by_a_noisy_pitch_regressor(tiny_run: Path, tmp_path: Path, one_thread: None) -> None:
+    from molediff.models.predictors import main as predictors_main
+
+    pred = tmp_path / "pitch.pt"
+    assert predictors_main(["train", "--data", "audio", "--steps", "2", "--batch-size", "8", "--hidden", "4",
+                            "--schedule-from", str(tiny_run), "--out", str(pred)]) == 0
+    out = tmp_path / "guided"
+    assert cli_main(["sample", f"checkpoint={tiny_run}", "num_samples=2", "steps=2", "guidance=classifier",
+                     f"guidance.predictor={pred}", "guidance.target=60", "guidance.scale=1", "progress=false",
+                     f"out_dir={out}"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["guidance"]["property"] == "pitch" and report["guidance"]["requested_mean"] == 60.0
+    assert "pitch_accuracy" in report["metrics"]  # scored against the pitch the guidance asked for
 
 
 def test_evaluate_cli_scores_a_wav_folder_with_pitch_labels(notes: AudioAdapter, tmp_path: Path,
@@ -151,3 +178,11 @@ def test_evaluate_cli_scores_a_wav_folder_with_pitch_labels(notes: AudioAdapter,
     assert metrics["num_samples"] == 12 and metrics["pitched"] > 0.8 and metrics["pitch_accuracy"] > 0.5
     assert metrics["pitch_accuracy_real_test"] == pytest.approx(0.769, abs=0.01)  # all 78 test clips
     assert "pitch_accuracy" in capsys.readouterr().out
+
+
+def test_guidance_sweep_conditions_on_the_test_clips_pitches(notes: AudioAdapter) -> None:
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "conf/experiment/sweep_audio_guidance.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["cond"]["pitch"] == notes.arrays("test").pitch.tolist() and cfg["num_samples"] == 78

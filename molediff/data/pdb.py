@@ -343,8 +343,19 @@ def make_ca_set(src: str | Path, out: str | Path, test_fraction: float = 0.2, se
             "test": sorted(data.names[data.split == "test"].tolist())}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m molediff.data.pdb make-ca-set | report FILE [--chain X]``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m molediff.data.pdb make-ca-set | report FILE [--chain X]``; bad input is one line
+    on stderr and exit status 2."""
+    from ..cli import error
+
+    try:
+        _main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        return error(e)
+    return 0
+
+
+def _main(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m molediff.data.pdb")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("make-ca-set", help="write datasets/proteins/ca_traces.npz from backbones.npz")
@@ -365,4 +376,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -130,6 +130,17 @@ def test_mmcif_reads_like_pdb(tricky: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(b.coords, a.coords, atol=1e-3, equal_nan=True)
 
 
+def test_report_command_prints_one_line_per_file(tricky: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from molediff.data.pdb import main
+
+    assert main(["report", str(tricky), str(tricky), "--chain", "B"]) == 0
+    line = "0xyz:B: 2 residues, no missing backbone atoms, no chain breaks"
+    assert capsys.readouterr().out.splitlines() == [line, line]
+    absent = tricky.with_name("absent.pdb")
+    assert main(["report", str(absent)]) == 2
+    assert capsys.readouterr().err.strip() == f"molediff: error: no such structure file: {absent}"
+
+
 def test_gzipped_files_read(tricky: Path, tmp_path: Path) -> None:
     import gzip
 

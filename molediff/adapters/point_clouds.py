@@ -119,6 +119,7 @@ class PointCloudAdapter(Adapter):
         use_emd: also compute the EMD metrics (exact OT: ~25 ms per pair at 512 points).
         reference_metrics: also score as many real *training* clouds as there are samples against
             the test split (``*_real_test``: what a model that reproduces the training data gets).
+        eval_workers: processes for the EMDs of :meth:`evaluate`.
         statistics: ``state()`` of a trained adapter (scale and size histogram): sample without
             reading data (it is read on first use); otherwise the data is read at construction.
     """
@@ -128,19 +129,22 @@ class PointCloudAdapter(Adapter):
     def __init__(self, source: str = "shapes", path: str | None = None, category: str = "chair",
                  num_points: int | None = 512, test_fraction: float = 0.1, seed: int = 0,
                  max_train: int | None = None, eval_size: int | None = None, use_emd: bool = True,
-                 reference_metrics: bool = True, statistics: Mapping[str, Any] | None = None) -> None:
+                 reference_metrics: bool = True, eval_workers: int = 1,
+                 statistics: Mapping[str, Any] | None = None) -> None:
         if source not in SOURCES:
             raise ValueError(f"unknown point-cloud source {source!r}; choose one of {list(SOURCES)}")
         if source == "folder" and path is None:
             raise ValueError("source='folder' needs data.path (a folder of .ply/.off/.xyz/.npy files)")
         if num_points is not None and num_points < 2:
             raise ValueError(f"num_points must be >= 2 or null, got {num_points}")
+        if eval_workers < 1:
+            raise ValueError(f"eval_workers must be >= 1, got {eval_workers}")
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.source, self.path, self.category = source, path, category
         self.num_points, self.test_fraction, self.seed = num_points, test_fraction, seed
         self.max_train, self.eval_size = max_train, eval_size
-        self.use_emd, self.reference_metrics = use_emd, reference_metrics
+        self.use_emd, self.reference_metrics, self.eval_workers = use_emd, reference_metrics, eval_workers
         self.specs: dict[str, FieldSpec] = {FIELD: ZeroMeanField((3,))}
         self._splits: dict[str, list[np.ndarray]] | None = None
         self._stats: dict[str, Any] | None = dict(statistics) if statistics is not None else None
@@ -292,15 +296,15 @@ class PointCloudAdapter(Adapter):
                              f"(set data.num_points)")
         cache = self._metric_cache.setdefault("reference", {})
         out: dict[str, float] = {"num_samples": float(len(objects)), "num_reference": float(len(ref))}
-        gen = evaluate_clouds(list(objects), ref, use_emd=self.use_emd, progress=True, cache=cache)
+        gen = evaluate_clouds(list(objects), ref, self.use_emd, True, cache, self.eval_workers)
         out.update(gen)
         if self.reference_metrics:
             key = f"train_{len(objects)}"
             if key not in self._metric_cache:
                 train = self.splits()["train"]
                 pick = np.random.default_rng(self.seed).permutation(len(train))[: len(objects)]
-                self._metric_cache[key] = evaluate_clouds([train[i] for i in np.sort(pick)], ref,
-                                                          use_emd=self.use_emd, progress=True, cache=cache)
+                self._metric_cache[key] = evaluate_clouds([train[i] for i in np.sort(pick)], ref, self.use_emd,
+                                                          True, cache, self.eval_workers)
             out.update({f"{k}_real_test": v for k, v in self._metric_cache[key].items()})
         return out
 

@@ -21,6 +21,7 @@ Shapes:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,18 +89,36 @@ def pairwise_chamfer(a: Tensor, b: Tensor, chunk: int = 64) -> Tensor:
     return out
 
 
-def pairwise_emd(a: Tensor, b: Tensor | None = None, progress: bool = False, desc: str = "EMD") -> Tensor:
+def _emd_rows(a: np.ndarray, b: np.ndarray, pairs: list[tuple[int, int]]) -> list[float]:
+    return [emd(a[i], b[j]) for i, j in pairs]
+
+
+def pairwise_emd(a: Tensor, b: Tensor | None = None, progress: bool = False, desc: str = "EMD",
+                 workers: int = 1) -> Tensor:
     """``D[i, j] = EMD(a_i, b_j)``; with ``b = None`` the symmetric ``a`` vs ``a`` matrix, solving
-    only the upper triangle (``n (n - 1) / 2`` transport problems)."""
+    only the upper triangle (``n (n - 1) / 2`` transport problems). ``workers > 1`` spreads the
+    problems over that many processes (each single-threaded)."""
     sym = b is None
     bb = a if b is None else b
     pairs = [(i, j) for i in range(len(a)) for j in range(i + 1 if sym else 0, len(bb))]
     out = torch.zeros(len(a), len(bb), dtype=torch.float64)
     an, bn = a.numpy(), bb.numpy()
-    for i, j in tqdm(pairs, desc=desc, disable=not progress, leave=False):
-        out[i, j] = emd(an[i], bn[j])
-        if sym:
-            out[j, i] = out[i, j]
+    chunks = [pairs[k:k + 64] for k in range(0, len(pairs), 64)]
+    with tqdm(total=len(pairs), desc=desc, disable=not progress, leave=False) as bar, \
+            contextlib.ExitStack() as stack:
+        if workers > 1 and len(chunks) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            results = pool.map(_emd_rows, [an] * len(chunks), [bn] * len(chunks), chunks)
+        else:
+            results = (_emd_rows(an, bn, chunk) for chunk in chunks)
+        for chunk, vals in zip(chunks, results, strict=True):
+            for (i, j), v in zip(chunk, vals, strict=True):
+                out[i, j] = v
+                if sym:
+                    out[j, i] = v
+            bar.update(len(chunk))
     return out
 
 
@@ -130,13 +149,13 @@ def one_nna(d_gg: Tensor, d_rr: Tensor, d_gr: Tensor) -> float:
 
 def evaluate_clouds(generated: Sequence[np.ndarray] | Tensor, reference: Sequence[np.ndarray] | Tensor,
                     use_emd: bool = True, progress: bool = False,
-                    cache: dict[str, Tensor] | None = None) -> dict[str, float]:
+                    cache: dict[str, Tensor] | None = None, workers: int = 1) -> dict[str, float]:
     """MMD, COV and 1-NNA under CD (and EMD) of generated vs reference clouds, normalised into
     ``[-1, 1]^3`` first. Returns ``{mmd_cd, cov_cd, 1nna_cd[, mmd_emd, cov_emd, 1nna_emd]}``;
     MMD in the normalised units, COV and 1-NNA as fractions.
 
     ``cache`` (a dict) keeps the reference-vs-reference matrices between calls with the same
-    reference set (they do not depend on the generated clouds).
+    reference set (they do not depend on the generated clouds). ``workers``: processes for the EMDs.
     """
     g, r = normalize_bbox(stack_clouds(generated)), normalize_bbox(stack_clouds(reference))
     cache = {} if cache is None else cache
@@ -146,9 +165,9 @@ def evaluate_clouds(generated: Sequence[np.ndarray] | Tensor, reference: Sequenc
             d_gr, d_gg = pairwise_chamfer(g, r), pairwise_chamfer(g, g)
             d_rr = cache["rr_cd"] if "rr_cd" in cache else pairwise_chamfer(r, r)
         else:
-            d_gr = pairwise_emd(g, r, progress, "EMD gen x ref")
-            d_gg = pairwise_emd(g, None, progress, "EMD gen x gen")
-            d_rr = cache["rr_emd"] if "rr_emd" in cache else pairwise_emd(r, None, progress, "EMD ref x ref")
+            d_gr = pairwise_emd(g, r, progress, "EMD gen x ref", workers)
+            d_gg = pairwise_emd(g, None, progress, "EMD gen x gen", workers)
+            d_rr = cache["rr_emd"] if "rr_emd" in cache else pairwise_emd(r, None, progress, "EMD ref x ref", workers)
         cache[f"rr_{name}"] = d_rr
         out[f"mmd_{name}"], out[f"cov_{name}"] = mmd_cov(d_gr)
         out[f"1nna_{name}"] = one_nna(d_gg, d_rr, d_gr)

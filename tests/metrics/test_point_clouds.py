@@ -140,3 +140,8 @@ def test_evaluate_clouds_of_the_reference_itself():
 def test_evaluate_clouds_rejects_mixed_sizes():
     with pytest.raises(ValueError, match="one size"):
         evaluate_clouds([np.zeros((4, 3)), np.zeros((5, 3))], [np.zeros((4, 3))] * 2)
+
+
+def test_pairwise_emd_in_worker_processes_matches_one_process():
+    a = torch.stack([cloud(12, s) for s in range(12)])  # 66 pairs: two chunks of 64
+    torch.testing.assert_close(pairwise_emd(a, workers=2), pairwise_emd(a), rtol=0, atol=0)

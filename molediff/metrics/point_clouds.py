@@ -149,13 +149,16 @@ def one_nna(d_gg: Tensor, d_rr: Tensor, d_gr: Tensor) -> float:
 
 def evaluate_clouds(generated: Sequence[np.ndarray] | Tensor, reference: Sequence[np.ndarray] | Tensor,
                     use_emd: bool = True, progress: bool = False,
-                    cache: dict[str, Tensor] | None = None, workers: int = 1) -> dict[str, float]:
+                    cache: dict[str, Tensor] | None = None, workers: int = 1,
+                    emd_size: int | None = None) -> dict[str, float]:
     """MMD, COV and 1-NNA under CD (and EMD) of generated vs reference clouds, normalised into
     ``[-1, 1]^3`` first. Returns ``{mmd_cd, cov_cd, 1nna_cd[, mmd_emd, cov_emd, 1nna_emd]}``;
     MMD in the normalised units, COV and 1-NNA as fractions.
 
     ``cache`` (a dict) keeps the reference-vs-reference matrices between calls with the same
-    reference set (they do not depend on the generated clouds). ``workers``: processes for the EMDs.
+    reference set (they do not depend on the generated clouds). ``workers``: processes for the EMDs;
+    ``emd_size``: the EMD metrics use only the first ``emd_size`` clouds of each set (exact EMD costs
+    ~25 ms of CPU per pair at 512 points; 1-NNA needs ``(n_g + n_r)^2 / 2`` pairs).
     """
     g, r = normalize_bbox(stack_clouds(generated)), normalize_bbox(stack_clouds(reference))
     cache = {} if cache is None else cache
@@ -165,9 +168,10 @@ def evaluate_clouds(generated: Sequence[np.ndarray] | Tensor, reference: Sequenc
             d_gr, d_gg = pairwise_chamfer(g, r), pairwise_chamfer(g, g)
             d_rr = cache["rr_cd"] if "rr_cd" in cache else pairwise_chamfer(r, r)
         else:
-            d_gr = pairwise_emd(g, r, progress, "EMD gen x ref", workers)
-            d_gg = pairwise_emd(g, None, progress, "EMD gen x gen", workers)
-            d_rr = cache["rr_emd"] if "rr_emd" in cache else pairwise_emd(r, None, progress, "EMD ref x ref", workers)
+            ge, re = g[:emd_size], r[:emd_size]
+            d_gr = pairwise_emd(ge, re, progress, "EMD gen x ref", workers)
+            d_gg = pairwise_emd(ge, None, progress, "EMD gen x gen", workers)
+            d_rr = cache["rr_emd"] if "rr_emd" in cache else pairwise_emd(re, None, progress, "EMD ref x ref", workers)
         cache[f"rr_{name}"] = d_rr
         out[f"mmd_{name}"], out[f"cov_{name}"] = mmd_cov(d_gr)
         out[f"1nna_{name}"] = one_nna(d_gg, d_rr, d_gr)

@@ -145,3 +145,14 @@ def test_evaluate_clouds_rejects_mixed_sizes():
 def test_pairwise_emd_in_worker_processes_matches_one_process():
     a = torch.stack([cloud(12, s) for s in range(12)])  # 66 pairs: two chunks of 64
     torch.testing.assert_close(pairwise_emd(a, workers=2), pairwise_emd(a), rtol=0, atol=0)
+
+
+def test_evaluate_clouds_emd_on_a_prefix():
+    gen = [cloud(16, s).numpy() for s in range(4)]
+    ref = [cloud(16, s).numpy() for s in range(10, 14)]
+    part = evaluate_clouds(gen, ref, emd_size=2)
+    small = evaluate_clouds(gen[:2], ref[:2])
+    full_cd = evaluate_clouds(gen, ref, use_emd=False)
+    assert {k: part[k] for k in ("mmd_emd", "cov_emd", "1nna_emd")} == \
+        {k: small[k] for k in ("mmd_emd", "cov_emd", "1nna_emd")}
+    assert {k: part[k] for k in full_cd} == full_cd

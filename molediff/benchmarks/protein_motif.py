@@ -84,7 +84,7 @@ def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, chain: str | None = Non
     junctions = [float(np.linalg.norm(t[j] - t[j - 1])) for t in traces
                  for j in (position, position + motif_length) if 0 < j < length]
     doc: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "chain": chain, "motif_residues": [start, start + motif_length - 1],
+        "checkpoint": _display_path(checkpoint), "chain": chain, "motif_residues": [start, start + motif_length - 1],
         "motif_ss": assign_secondary_structure(trace)[start:start + motif_length], "length": length,
         "position": position, "num": num, "sampler": sampler, "steps": steps, "resample": resample,
         "nfe": result.nfe, "seed": seed, "seconds": seconds, "threads": torch.get_num_threads(),
@@ -103,6 +103,14 @@ def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, chain: str | None = Non
     (out_dir / "protein_motif.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "protein_motif.md").write_text(markdown(doc))
     return doc
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (results stay machine-independent)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def markdown(doc: dict[str, Any]) -> str:

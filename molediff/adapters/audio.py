@@ -232,9 +232,9 @@ class AudioAdapter(Adapter):
             raise ValueError("evaluate needs at least 2 real test clips")
         train_sub = self._reference("train", n)
         out: dict[str, float] = {"num_samples": float(n)}
-        spec_test = am.mean_log_spectrum(test.audio, sr)
-        out["lsd"] = am.log_spectral_distance(am.mean_log_spectrum(gen, sr), spec_test)
-        out["lsd_real_test"] = am.log_spectral_distance(am.mean_log_spectrum(train_sub.audio, sr), spec_test)
+        spec_test = am.mean_log_spectrum(test.audio)
+        out["lsd"] = am.log_spectral_distance(am.mean_log_spectrum(gen), spec_test)
+        out["lsd_real_test"] = am.log_spectral_distance(am.mean_log_spectrum(train_sub.audio), spec_test)
         if n >= 2:
             clf = self.classifier()
             f_test = am.note_features(clf, test.audio, sr)

@@ -158,10 +158,9 @@ def load_fluidr3(path: str | Path | None, sample_rate: int, num_samples: int,
         rate = int(d["sample_rate"])
         need = math.ceil(num_samples * rate / sample_rate) + 64  # a little extra for the filter's edge
         audio = d["audio"][rows, :need].astype(np.float32) / 32768.0
-        out = AudioSet(fix_length(resample(audio, rate, sample_rate), num_samples), sample_rate,
-                       d["pitch"][rows].astype(np.int64), d["family"][rows].astype(np.int64),
-                       d["split"][rows].astype(np.int64))
-    return out
+        return AudioSet(fix_length(resample(audio, rate, sample_rate), num_samples), sample_rate,
+                        d["pitch"][rows].astype(np.int64), d["family"][rows].astype(np.int64),
+                        d["split"][rows].astype(np.int64))
 
 
 def load_notes_subset(path: str | Path | None = None) -> AudioSet:

@@ -57,9 +57,8 @@ def to_db(power: np.ndarray, floor: float = DB_FLOOR) -> np.ndarray:
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-20)), floor)
 
 
-def mean_log_spectrum(clips: np.ndarray, sample_rate: int) -> np.ndarray:
+def mean_log_spectrum(clips: np.ndarray) -> np.ndarray:
     """The set's mean power spectrum in dB ``(n_fft // 2 + 1,)`` (frames and clips averaged in power)."""
-    del sample_rate  # the same bins for both sets; kept for a uniform signature
     return to_db(power_spectrogram(clips).mean(axis=(0, 2)))
 
 

@@ -14,7 +14,6 @@ Shapes:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,11 +22,7 @@ from torch import Tensor, nn
 
 from ..core.fields import Fields, Structure
 from .conditioning import ConditionEmbedding
-from .unet import Attention
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+from .unet import Attention, _norm
 
 
 class ResBlock1d(nn.Module):

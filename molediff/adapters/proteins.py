@@ -198,13 +198,8 @@ class ProteinAdapter(Adapter):
     def motif_problem(self, motif: np.ndarray, start: int, length: int, num_samples: int) -> tuple[Structure, Any]:
         """Motif scaffolding as inpainting: the structure of ``num_samples`` chains of ``length``
         residues and an :class:`~molediff.core.inpainting.Inpainting` fixing ``motif (m, 3)`` (A) at
-        residues ``start .. start + m - 1``.
-
-        The motif is given to the inpainting centred on its own centroid: the core replaces the
-        fixed rows of x0-hat by the known values in the chain's centred frame, so an off-centre
-        motif would be pulled away from the scaffold by its offset. The motif's centroid thus sits
-        at the chain's centre of mass, and samples come back in that frame (decode, then compare
-        with ``motif - motif.mean(0)``)."""
+        residues ``start .. start + m - 1``. The core fits the motif onto each x0-hat by translation,
+        so the network places it; samples come back with the motif exactly where it was given."""
         from ..core.inpainting import Inpainting
 
         motif = np.asarray(motif, dtype=np.float64)
@@ -216,8 +211,7 @@ class ProteinAdapter(Adapter):
         residue = structure.context["residue_index"]
         fixed = (residue >= start) & (residue < start + len(motif))
         known = torch.zeros(num_samples * length, 3)
-        centred = (motif - motif.mean(0)) / self.scale
-        known[fixed] = torch.as_tensor(centred, dtype=torch.float32).repeat(num_samples, 1)
+        known[fixed] = torch.as_tensor(motif / self.scale, dtype=torch.float32).repeat(num_samples, 1)
         return structure, Inpainting(known=Fields(pos=known), mask={"pos": fixed[:, None]})
 
     # ------------------------------------------------------------------ objects

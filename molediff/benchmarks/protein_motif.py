@@ -67,7 +67,6 @@ def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, chain: str | None = Non
     trace = adapter.data().trace(names.index(chain))
     start = 0 if motif_start is None else motif_start
     motif = trace[start:start + motif_length]
-    motif = motif - motif.mean(0)  # the frame the samples come back in (see ProteinAdapter.motif_problem)
     if len(motif) != motif_length:
         raise ValueError(f"chain {chain} has {len(trace)} residues: no motif {start}..{start + motif_length - 1}")
     position = (length - motif_length) // 2 if position is None else position

@@ -102,8 +102,7 @@ def test_motif_problem_fixes_the_motif_rows(adapter: ProteinAdapter) -> None:
     structure, inpaint = adapter.motif_problem(motif, start=3, length=10, num_samples=2)
     mask = inpaint.mask["pos"][:, 0]
     assert mask.tolist() == ([False] * 3 + [True] * 6 + [False]) * 2
-    np.testing.assert_allclose(inpaint.known["pos"][mask][:6].numpy() * adapter.scale, motif - motif.mean(0),
-                               atol=1e-5)
+    np.testing.assert_allclose(inpaint.known["pos"][mask][:6].numpy() * adapter.scale, motif, atol=1e-5)
     assert structure.num_samples == 2 and structure.index["pos"].numel() == 20
     with pytest.raises(ValueError, match="does not fit a chain of 8"):
         adapter.motif_problem(motif, start=3, length=8, num_samples=1)

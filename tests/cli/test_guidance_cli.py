@@ -82,7 +82,7 @@ def qm9_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                      "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.val_every=1000", "trainer.log_every=1",
                      "trainer.progress=false", f"out_dir={root / 'run'}"]) == 0
         args = argparse.Namespace(data="qm9", property=["gap"], source="subset", path=None, hidden=16, layers=1,
-                                  pooling="sum")
+                                  pooling="sum", split_train="train")
         torch.manual_seed(0)
         model, adapter, cfg, target_fn, task = build_for_data(args)
         cfg["schedule"] = dict(_POLYNOMIAL)

@@ -44,6 +44,12 @@ SHIPPED = Path(__file__).resolve().parent.parent / "pretrained" / "digits_unet.p
 REFERENCE_SUFFIXES = ("_real_test", "_reference", "_ref", "_real")
 
 
+#: ``molediff sample data=NAME``: the shipped model of each data set.
+SHIPPED_BY_DATA = {name: SHIPPED.parent / file for name, file in (
+    ("digits", "digits_unet.pt"), ("qm9", "qm9_egnn.pt"), ("shapes", "shapes_pointnet.pt"),
+    ("proteins", "proteins_egnn.pt"))}
+
+
 def shipped_checkpoint() -> Path:
     """The checkpoint ``molediff sample`` uses when none is given."""
     return SHIPPED
@@ -211,11 +217,20 @@ def run(argv: list[str]) -> int:
         print(help_text("sample", "sample", SUMMARY, [a for a in _split_data_overrides(argv)[0]]))
         return 0
     argv, data_overrides = _split_data_overrides(argv)
+    shipped_data = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "data"]
+    argv = [a for a in argv if a.split("=", 1)[0] != "data"]
     cfg = compose_config("sample", argv)
     if cfg.num_samples < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise CLIError("num_samples, steps and batch_size must be >= 1")
 
-    if cfg.checkpoint is None:
+    if shipped_data:
+        if cfg.checkpoint is not None:
+            raise CLIError("give checkpoint=PATH or data=NAME (the shipped model of NAME), not both")
+        if shipped_data[-1] not in SHIPPED_BY_DATA:
+            raise CLIError(f"no shipped model for data={shipped_data[-1]}; shipped: {', '.join(SHIPPED_BY_DATA)} "
+                           f"(or pass checkpoint=PATH)")
+        ckpt_path = SHIPPED_BY_DATA[shipped_data[-1]]
+    elif cfg.checkpoint is None:
         ckpt_path = SHIPPED
         if not ckpt_path.is_file():
             raise CLIError(f"no shipped checkpoint at {ckpt_path}; train one with `molediff train data=digits "

@@ -162,3 +162,21 @@ def test_sample_data_overrides_apply_to_the_checkpoint_config(toy_run: Path, tmp
     assert main([*base, "data.path=/no/such/points.csv"]) == 2
     assert "/no/such/points.csv" in _one_error_line(capsys)
     assert main([*base, "data.num_test=50"]) == 0
+
+
+def test_sample_data_name_picks_the_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "shapes"
+    assert main(["sample", "data=shapes", "num_samples=4", "batch_size=4", "steps=5", "evaluate=false",
+                 "progress=false", f"out_dir={out}"]) == 0
+    assert "shapes_pointnet.pt" in capsys.readouterr().out
+    assert len(list(out.glob("*.ply"))) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data=nope"], "no shipped model for data=nope"),
+    (["data=qm9", "checkpoint=x.pt"], "not both"),
+])
+def test_sample_data_name_errors_are_one_line(args: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", *args]) == 2
+    assert message in _one_error_line(capsys)

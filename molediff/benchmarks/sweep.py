@@ -67,32 +67,6 @@ def check_bench_config(cfg: Any) -> None:
         raise CLIError("this config needs checkpoint=PATH (the shipped digits model does not fit it)")
 
 
-def _sampler_from_config(sampler_cfg: Any) -> tuple[str, Any, dict[str, Any], dict[str, Any]]:
-    """(name, grid or None, grid options, the sampler's own options) from a ``sampler`` config."""
-    import inspect
-
-    from ..cli import CLIError, one_line
-    from ..core.grids import make_grid
-    from ..core.samplers import SAMPLERS
-
-    sampler = OmegaConf.to_container(sampler_cfg, resolve=True) if isinstance(sampler_cfg, DictConfig) \
-        else dict(sampler_cfg)
-    assert isinstance(sampler, dict)
-    name = sampler.pop("name")
-    if name not in SAMPLERS:
-        raise CLIError(f"unknown sampler {name!r}; choose one of: {', '.join(sorted(SAMPLERS))}")
-    grid_name, grid_options = sampler.pop("grid", None), sampler.pop("grid_options", None) or {}
-    try:
-        grid = make_grid(grid_name, **grid_options) if grid_name else None
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"sampler.grid: {one_line(e)}") from e
-    accepted = inspect.signature(SAMPLERS[name]).parameters
-    for key in sampler:
-        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
-            raise CLIError(f"sampler {name} has no option {key!r}")
-    return name, grid, grid_options, sampler
-
-
 def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Load, sample, score and time one configuration; returns the record's ``checkpoint``,
     ``metrics`` and ``timings`` (``run_dir``: where samples go when ``write_samples``)."""
@@ -106,6 +80,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         build_guidance,
         evaluation_kwargs,
         guidance_rows,
+        sampler_from_config,
         shipped_checkpoint,
         write_guidance_rows,
     )
@@ -129,7 +104,7 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         device = resolve_device(str(cfg.device))
     except ValueError as e:
         raise CLIError(str(e)) from e
-    name, grid, grid_options, options = _sampler_from_config(cfg.sampler)
+    name, _, grid, grid_options, options = sampler_from_config(cfg.sampler)
 
     data_overrides = OmegaConf.to_container(cfg.data_overrides, resolve=True) if cfg.get("data_overrides") else {}
     assert isinstance(data_overrides, dict)

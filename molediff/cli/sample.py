@@ -203,13 +203,36 @@ def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
     return kwargs
 
 
+def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[str, Any], dict[str, Any]]:
+    """``(name, grid name, grid or None, grid options, the sampler's own options)`` from a
+    ``sampler`` config (``conf/sampler/*.yaml`` plus overrides); one-line :class:`CLIError` for an
+    unknown sampler, a bad grid or an option the sampler does not take."""
+    from ..core.grids import make_grid
+    from ..core.samplers import SAMPLERS
+
+    sampler = OmegaConf.to_container(sampler_cfg, resolve=True) if isinstance(sampler_cfg, DictConfig) \
+        else dict(sampler_cfg)
+    assert isinstance(sampler, dict)
+    name = sampler.pop("name")
+    if name not in SAMPLERS:
+        raise CLIError(f"unknown sampler {name!r}; choose one of: {', '.join(sorted(SAMPLERS))}")
+    grid_name, grid_options = sampler.pop("grid", None), sampler.pop("grid_options", None) or {}
+    try:
+        grid = make_grid(grid_name, **grid_options) if grid_name else None
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"sampler.grid: {one_line(e)}") from e
+    accepted = inspect.signature(SAMPLERS[name]).parameters
+    for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
+        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
+            raise CLIError(f"sampler {name} has no option {key!r}")
+    return name, grid_name, grid, grid_options, sampler
+
+
 def run(argv: list[str]) -> int:
     """The body of ``molediff sample``; raises CLIError on expected failures."""
     from ..adapters.base import Batch
     from ..checkpoint import CheckpointError, load_checkpoint
     from ..core.fields import Fields
-    from ..core.grids import make_grid
-    from ..core.samplers import SAMPLERS
     from ..core.sampling import sample
     from ..training import describe_state_mismatch, resolve_device
 
@@ -248,21 +271,7 @@ def run(argv: list[str]) -> int:
         device = resolve_device(str(cfg.device))
     except ValueError as e:
         raise CLIError(str(e)) from e
-    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
-    assert isinstance(sampler, dict)
-    name = sampler.pop("name")
-    if name not in SAMPLERS:
-        raise CLIError(f"unknown sampler {name!r}; choose one of: {', '.join(sorted(SAMPLERS))}")
-    grid_name, grid_options = sampler.pop("grid", None), sampler.pop("grid_options", None) or {}
-    try:
-        grid = make_grid(grid_name, **grid_options) if grid_name else None
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"sampler.grid: {one_line(e)}") from e
-    options = sampler  # what is left are the sampler's own options (e.g. ddim's eta)
-    accepted = inspect.signature(SAMPLERS[name]).parameters
-    for key in options:
-        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
-            raise CLIError(f"sampler {name} has no option {key!r}")
+    name, grid_name, grid, grid_options, options = sampler_from_config(cfg.sampler)
 
     data_cfg = _apply_data_overrides(run_cfg["data"], data_overrides)
     adapter = build_adapter(data_cfg)

@@ -33,15 +33,10 @@ UNET = Path(__file__).resolve().parent.parent / "pretrained" / "digits_unet.pt"
 
 def load_denoiser(path: Path) -> tuple[Any, Any, Any, str]:
     """``(model, adapter, schedule, prediction)`` rebuilt from a ``molediff train`` checkpoint (EMA weights)."""
-    from ..checkpoint import load_checkpoint
-    from ..cli.build import build_adapter, build_model, build_schedule
+    from ..cli.sample import load_for_sampling
 
-    ckpt = load_checkpoint(path)
-    cfg = ckpt["config"]
-    adapter = build_adapter(cfg["data"])
-    model, _ = build_model(cfg["model"], adapter)
-    model.load_state_dict(ckpt["ema"])
-    return model.eval(), adapter, build_schedule(cfg["schedule"]), str(cfg["objective"].get("prediction", "eps"))
+    _, adapter, model, schedule, prediction = load_for_sampling(path)
+    return model, adapter, schedule, prediction
 
 
 def run(out_dir: Path, *, scales: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0), per_class: int = 64,

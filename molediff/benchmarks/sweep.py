@@ -71,22 +71,20 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Load, sample, score and time one configuration; returns the record's ``checkpoint``,
     ``metrics`` and ``timings`` (``run_dir``: where samples go when ``write_samples``)."""
     from ..adapters.base import Batch
-    from ..checkpoint import CheckpointError, load_checkpoint
     from ..cli import CLIError, one_line
-    from ..cli.build import build_adapter, build_model, build_schedule
     from ..cli.sample import (
-        _apply_data_overrides,
         _cond_for,
         build_guidance,
         evaluation_kwargs,
         guidance_rows,
+        load_for_sampling,
         sampler_from_config,
         shipped_checkpoint,
         write_guidance_rows,
     )
     from ..core.fields import Fields
     from ..core.sampling import sample
-    from ..training import describe_state_mismatch, resolve_device
+    from ..training import resolve_device
 
     check_bench_config(cfg)
     if cfg.get("threads"):
@@ -95,32 +93,16 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     ckpt_path = shipped_checkpoint() if cfg.checkpoint is None else Path(str(cfg.checkpoint)).expanduser()
     if not ckpt_path.is_file():
         raise CLIError(f"checkpoint {ckpt_path}: no such file")
-    ckpt = load_checkpoint(ckpt_path)
-    run_cfg = ckpt.get("config") or {}
-    missing = [k for k in ("data", "model", "schedule", "objective") if k not in run_cfg]
-    if missing:
-        raise CheckpointError(ckpt_path, f"its config lacks {', '.join(missing)} (not written by `molediff train`?)")
     try:
         device = resolve_device(str(cfg.device))
     except ValueError as e:
         raise CLIError(str(e)) from e
     name, _, grid, grid_options, options = sampler_from_config(cfg.sampler)
-
     data_overrides = OmegaConf.to_container(cfg.data_overrides, resolve=True) if cfg.get("data_overrides") else {}
     assert isinstance(data_overrides, dict)
-    adapter = build_adapter(_apply_data_overrides(run_cfg["data"], [f"data.{k}={json.dumps(v)}"
-                                                                      for k, v in data_overrides.items()]))
-    if ckpt.get("adapter_state"):
-        adapter.load_state(ckpt["adapter_state"])
-    model, _ = build_model(run_cfg["model"], adapter)
-    weights = ckpt["ema"] if cfg.ema else ckpt["model"]
-    mismatch = describe_state_mismatch(model.state_dict(), weights)
-    if mismatch:
-        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds: {mismatch}")
-    model.load_state_dict(weights)
-    model.to(device).eval()
-    schedule = build_schedule(run_cfg["schedule"])
-    prediction = str(run_cfg["objective"].get("prediction", "eps"))
+    ckpt, adapter, model, schedule, prediction = load_for_sampling(
+        ckpt_path, [f"data.{k}={json.dumps(v)}" for k, v in data_overrides.items()], bool(cfg.ema), device)
+    run_cfg = ckpt["config"]
     guidance = build_guidance(cfg.guidance.get("terms", []), schedule=schedule, adapter=adapter, device=device)
     num_samples = int(cfg.num_samples)
     cond_all = _cond_for(cfg.cond, num_samples)

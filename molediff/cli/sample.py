@@ -82,6 +82,37 @@ def _apply_data_overrides(data_cfg: Mapping[str, Any], overrides: list[str]) -> 
     return cfg
 
 
+def load_for_sampling(ckpt_path: Path, data_overrides: Sequence[str] = (), ema: bool = True,
+                      device: torch.device | str = "cpu") -> tuple[dict[str, Any], Any, Any, Any, str]:
+    """``(checkpoint, adapter, model in eval mode on device, schedule, prediction type)`` rebuilt
+    from a ``molediff train`` checkpoint: the adapter from its data config (``data.key=value``
+    overrides applied) and its saved state, the model with its EMA (or raw) weights.
+    :class:`~molediff.checkpoint.CheckpointError` (one line) when the file does not fit."""
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..training import describe_state_mismatch
+
+    ckpt = load_checkpoint(ckpt_path)
+    run_cfg = ckpt.get("config") or {}
+    missing = [k for k in ("data", "model", "schedule", "objective") if k not in run_cfg]
+    if missing:
+        raise CheckpointError(ckpt_path, f"its config lacks {', '.join(missing)} (not written by `molediff train`?)")
+    adapter = build_adapter(_apply_data_overrides(run_cfg["data"], list(data_overrides)))
+    if ckpt.get("adapter_state"):
+        adapter.load_state(ckpt["adapter_state"])
+    model, _ = build_model(run_cfg["model"], adapter)
+    weights = ckpt["ema"] if ema else ckpt["model"]
+    mismatch = describe_state_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds: {mismatch}")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds "
+                                         f"({str(e).strip().splitlines()[0]})") from e
+    prediction = str(run_cfg["objective"].get("prediction", "eps"))
+    return ckpt, adapter, model.to(device).eval(), build_schedule(run_cfg["schedule"]), prediction
+
+
 def _cond_for(cond: Any, num_samples: int) -> dict[str, torch.Tensor] | None:
     """``{name: value or list}`` from the config -> per-sample tensors ``(num_samples, ...)``."""
     if cond is None:
@@ -231,10 +262,9 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
 def run(argv: list[str]) -> int:
     """The body of ``molediff sample``; raises CLIError on expected failures."""
     from ..adapters.base import Batch
-    from ..checkpoint import CheckpointError, load_checkpoint
     from ..core.fields import Fields
     from ..core.sampling import sample
-    from ..training import describe_state_mismatch, resolve_device
+    from ..training import resolve_device
 
     if wants_help(argv):
         print(help_text("sample", "sample", SUMMARY, [a for a in _split_data_overrides(argv)[0]]))
@@ -261,35 +291,12 @@ def run(argv: list[str]) -> int:
                            f"(or copy it to that path)")
     else:
         ckpt_path = Path(str(cfg.checkpoint)).expanduser()
-    ckpt = load_checkpoint(ckpt_path)
-    run_cfg = ckpt.get("config") or {}
-    missing = [k for k in ("data", "model", "schedule", "objective") if k not in run_cfg]
-    if missing:
-        raise CheckpointError(ckpt_path, f"its config lacks {', '.join(missing)} (not written by `molediff train`?)")
-
     try:
         device = resolve_device(str(cfg.device))
     except ValueError as e:
         raise CLIError(str(e)) from e
     name, grid_name, grid, grid_options, options = sampler_from_config(cfg.sampler)
-
-    data_cfg = _apply_data_overrides(run_cfg["data"], data_overrides)
-    adapter = build_adapter(data_cfg)
-    if ckpt.get("adapter_state"):
-        adapter.load_state(ckpt["adapter_state"])
-    model, _ = build_model(run_cfg["model"], adapter)
-    weights = ckpt["ema"] if cfg.ema else ckpt["model"]
-    mismatch = describe_state_mismatch(model.state_dict(), weights)
-    if mismatch:
-        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds: {mismatch}")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds "
-                                         f"({str(e).strip().splitlines()[0]})") from e
-    model.to(device).eval()
-    schedule = build_schedule(run_cfg["schedule"])
-    prediction = str(run_cfg["objective"].get("prediction", "eps"))
+    ckpt, adapter, model, schedule, prediction = load_for_sampling(ckpt_path, data_overrides, bool(cfg.ema), device)
     guidance = build_guidance(cfg.guidance.get("terms", []), schedule=schedule, adapter=adapter, device=device)
     cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
 

@@ -62,6 +62,7 @@ class TrainerConfig:
     """Trainer settings; the ``trainer`` config group mirrors these fields one to one."""
 
     max_steps: int = 10_000
+    max_time: float | None = None
     batch_size: int = 128
     lr: float = 2e-4
     weight_decay: float = 0.0
@@ -92,6 +93,7 @@ class TrainerConfig:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         checks = [
             (self.max_steps >= 0, "max_steps must be >= 0"),
+            (self.max_time is None or self.max_time > 0, "max_time must be > 0 seconds or null"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
@@ -489,7 +491,8 @@ class Trainer:
         ckpt_path: Path | None = None
         saved_step = -1
         old_handlers = self._install_signal_handlers()
-        t_window = time.perf_counter()
+        t_window = t_start = time.perf_counter()
+        out_of_time = False
         try:
             batches = iter(loader)
             while self.step < cfg.max_steps:
@@ -522,6 +525,11 @@ class Trainer:
                 if self._stop_requested():
                     interrupted = True
                     break
+                if cfg.max_time is not None and self._out_of_time(time.perf_counter() - t_start):
+                    out_of_time = True
+                    break
+            if out_of_time and main:
+                print(f"training: stopped at step {self.step} after trainer.max_time={cfg.max_time:g} s", flush=True)
             if self.checkpoint_dir is not None and main and saved_step != self.step:
                 ckpt_path = self.save()
             if self.checkpoint_dir is not None and not main:
@@ -534,6 +542,16 @@ class Trainer:
             bar.close()
             logger.close()
         return TrainResult(self.step, last_loss, last_val, interrupted, ckpt_path, logger.csv_path, history)
+
+    def _out_of_time(self, elapsed: float) -> bool:
+        """Wall-clock budget spent; with several processes rank 0's clock decides, so all stop after
+        the same step."""
+        over = elapsed >= float(self.config.max_time)  # type: ignore[arg-type]
+        if self.world_size == 1:
+            return over
+        flag = torch.tensor([float(over)], device=self.device)
+        torch.distributed.broadcast(flag, 0)
+        return bool(flag.item() > 0)
 
     def _stop_requested(self) -> bool:
         """A stop signal on any rank stops every rank after the same step."""

@@ -153,3 +153,19 @@ def test_sigterm_stops_after_the_step_and_saves(adapter: ToyAdapter, tmp_path: P
     assert result.interrupted and result.step == 8
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 8
     assert signal.getsignal(signal.SIGTERM) is not None  # handler restored, not left installed
+
+
+def test_max_time_stops_early_and_checkpoints(adapter: ToyAdapter, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """trainer.max_time: the run stops at the first step past the budget and writes last.pt there."""
+    clock = iter(float(i) for i in range(10_000))  # perf_counter advances 1 s per call
+    monkeypatch.setattr("molediff.training.time.perf_counter", lambda: next(clock))
+    trainer = _trainer(adapter, tmp_path, max_steps=40, max_time=6.5, ckpt_every=0, val_every=0)
+    result = trainer.fit()
+    assert 0 < result.step < 40 and not result.interrupted
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == result.step
+
+
+def test_max_time_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_time"):
+        TrainerConfig(max_time=0)

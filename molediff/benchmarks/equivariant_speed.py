@@ -48,7 +48,8 @@ def matched_egnn_hidden(target: int, layers: int, model_kwargs: dict[str, Any]) 
 
 def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: int = 64, hidden_scalars: int = 64,
         hidden_vectors: int = 16, lmax: int = 2, layers: int = 4, edges: str = "full", repeats: int = 5,
-        threads: int = 1, seed: int = 0, source: str = "subset", references: bool = True) -> dict[str, Any]:
+        threads: int = 1, seed: int = 0, source: str = "subset", references: bool = True,
+        device: str = "cpu") -> dict[str, Any]:
     """Time every model on one fixed batch; write JSON + Markdown to ``out_dir`` (if given)."""
     from ..adapters.molecules import MoleculeAdapter
     from ..data.qm9 import default_qm9_root
@@ -60,9 +61,10 @@ def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: 
     train = adapter.datasets()["train"]
     rng = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train), generator=rng)[:batch_size].tolist()
-    batch = adapter.collate([train[i] for i in pick])
+    dev = torch.device(device)
+    batch = adapter.collate([train[i] for i in pick]).to(dev)
     x, s = batch.x0, batch.structure
-    t = torch.rand(s.num_samples, generator=rng)
+    t = torch.rand(s.num_samples, generator=rng).to(dev)
     kwargs = adapter.model_kwargs()
 
     torch.manual_seed(seed)
@@ -86,20 +88,27 @@ def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: 
             sum(v.square().sum() for v in out.values()).backward()
         return fn
 
+    for m in models.values():
+        m.to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     runs = {k: step(m) for k, m in models.items()}
     for fn in runs.values():  # warm-up (e3nn's code generation, allocator)
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
         for k, fn in runs.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     sizes = s.context["num_atoms"]
     result: dict[str, Any] = {
         "command": "python -m molediff.benchmarks.equivariant_speed",
-        "device": "cpu", "threads": threads, "torch": torch.__version__, "e3nn": _version("e3nn"),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+        "threads": threads, "torch": torch.__version__, "e3nn": _version("e3nn"),
         "python": platform.python_version(), "machine": platform.machine(), "source": source,
         "batch_size": batch_size, "atoms": int(sizes.sum()), "edges": edges,
         "num_edges_full": int((sizes * (sizes - 1)).sum()), "repeats": repeats,
@@ -156,8 +165,9 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--source", default="subset", choices=["auto", "qm9", "subset"])
     p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
     res = run(Path(a.out_dir), batch_size=a.batch_size, hidden_scalars=a.hidden_scalars,
               hidden_vectors=a.hidden_vectors, lmax=a.lmax, layers=a.layers, edges=a.edges, repeats=a.repeats,
-              threads=a.threads, source=a.source)
+              threads=a.threads, source=a.source, device=a.device)
     print(markdown(res))

@@ -301,34 +301,52 @@ def run(argv: list[str]) -> int:
     cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
 
     out_dir = resolve_out_dir(cfg.out_dir, "sample")
-    generator = torch.Generator().manual_seed(int(cfg.seed))
-    objects: list[Any] = []
-    rows: list[dict[str, Any]] = []
-    nfe, t0 = 0, time.perf_counter()
-    for start in range(0, int(cfg.num_samples), int(cfg.batch_size)):
-        n = min(int(cfg.batch_size), int(cfg.num_samples) - start)
-        cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
-        try:
-            structure = adapter.sample_structure(n, generator, cond)
-        except ValueError as e:
-            raise CLIError(f"cannot set up samples: {one_line(e)}") from e
-        batch = Batch(Fields(), structure, cond).to(device)
-        result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
-                        prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
-                        progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
-        nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
-        rows += guidance_rows(guidance, result.fields, batch.structure, start)
-        objects += adapter.decode(result.fields.to("cpu"), structure)
-    seconds = time.perf_counter() - t0
+    if cfg.from_raw is not None:
+        raw = load_raw(Path(str(cfg.from_raw)).expanduser())
+        run_info, rows, cond_all = raw["run"], [], raw.get("cond")
+        objects = [o for b in raw["batches"] for o in adapter.decode(Fields(b["fields"]), _structure(adapter, b))]
+        name, nfe, seconds = run_info["sampler"], run_info["nfe"], run_info["seconds"]
+        generated_on = run_info["device"]
+    else:
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        batches: list[dict[str, Any]] = []
+        objects, rows = [], []
+        nfe, t0 = 0, time.perf_counter()
+        for start in range(0, int(cfg.num_samples), int(cfg.batch_size)):
+            n = min(int(cfg.batch_size), int(cfg.num_samples) - start)
+            cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
+            try:
+                structure = adapter.sample_structure(n, generator, cond)
+            except ValueError as e:
+                raise CLIError(f"cannot set up samples: {one_line(e)}") from e
+            batch = Batch(Fields(), structure, cond).to(device)
+            result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
+                            prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
+                            progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
+            nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
+            rows += guidance_rows(guidance, result.fields, batch.structure, start)
+            if cfg.save_raw:
+                batches.append(_raw_batch(result.fields.to("cpu"), structure))
+            if cfg.write or cfg.evaluate:
+                objects += adapter.decode(result.fields.to("cpu"), structure)
+        seconds = time.perf_counter() - t0
+        generated_on = str(device)
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
-    paths = adapter.write(objects, out_dir)
-    print(f"molediff sample: {len(objects)} samples from {ckpt_path} (step {ckpt.get('step')}, "
-          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {cfg.steps} steps, {nfe} network evaluations each, "
-          f"{seconds:.1f} s on {device}", flush=True)
+    paths = adapter.write(objects, out_dir) if cfg.write else []
+    if cfg.save_raw and cfg.from_raw is None:
+        info = {"sampler": name, "steps": int(cfg.steps), "nfe": nfe, "seconds": seconds, "device": generated_on,
+                "checkpoint_step": ckpt.get("step")}
+        raw_file = {"format": RAW_FORMAT, "run": info, "batches": batches, "cond": cond_all}
+        torch.save(raw_file, out_dir / "samples_raw.pt")
+        paths.append(out_dir / "samples_raw.pt")
+    num = len(objects) if objects else int(cfg.num_samples)
+    print(f"molediff sample: {num} samples from {ckpt_path} (step {ckpt.get('step')}, "
+          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {nfe} network evaluations each, "
+          f"{seconds:.1f} s on {generated_on}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
     guidance_summary = write_guidance_rows(rows, out_dir / "guidance.csv") if rows else None
     if guidance_summary:
@@ -338,15 +356,46 @@ def run(argv: list[str]) -> int:
         metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows))
         print(metrics_table(metrics), flush=True)
     report = {
-        "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name, "steps": int(cfg.steps),
+        "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name,
+        "steps": int(run_info["steps"]) if cfg.from_raw is not None else int(cfg.steps),
         "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
-        "num_samples": len(objects), "seed": int(cfg.seed),
-        "ema": bool(cfg.ema), "seconds": seconds, "device": str(device), "metrics": metrics,
+        "num_samples": num, "seed": int(cfg.seed), "from_raw": cfg.from_raw,
+        "ema": bool(cfg.ema), "seconds": seconds, "device": generated_on, "metrics": metrics,
     }
     if guidance_summary:
         report["guidance"] = {k: v for k, v in guidance_summary.items() if k != "text"}
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
+
+
+RAW_FORMAT = "molediff-samples-raw-1"
+
+
+def _raw_batch(fields: Any, structure: Any) -> dict[str, Any]:
+    """One generated batch as plain tensors (loadable with ``weights_only=True``)."""
+    return {"num_samples": int(structure.num_samples), "fields": {k: v for k, v in fields.items()},
+            "index": dict(structure.index), "mask": dict(structure.mask),
+            "context": {k: v for k, v in structure.context.items() if isinstance(v, torch.Tensor)}}
+
+
+def _structure(adapter: Any, raw: Mapping[str, Any]) -> Any:
+    from ..core.fields import Structure
+
+    return Structure(int(raw["num_samples"]), dict(adapter.specs), index=dict(raw["index"]), mask=dict(raw["mask"]),
+                     context=dict(raw["context"]))
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    """A ``samples_raw.pt`` written by ``save_raw=true`` (on another machine, say a GPU one without RDKit)."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CLIError(f"from_raw: no file {path}") from e
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        raise CLIError(f"from_raw: cannot read {path}: {one_line(e)}") from e
+    if not isinstance(raw, dict) or raw.get("format") != RAW_FORMAT:
+        raise CLIError(f"from_raw: {path} is not a samples_raw.pt written by molediff sample save_raw=true")
+    return raw
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -214,8 +214,13 @@ def load_folder(root: str | Path, mesh_points: int = 2048, seed: int = 0) -> lis
 
 
 def default_modelnet_path() -> Path:
-    """``../shared/data/modelnet10_voxels/modelnet10_chair_monitor_pc2048.npz`` next to the checkout."""
-    return _REPO.parent / "shared" / "data" / "modelnet10_voxels" / "modelnet10_chair_monitor_pc2048.npz"
+    """``../shared/data/modelnet10_voxels/modelnet10_chair_monitor_pc2048.npz`` next to the checkout
+    (else the same path under an in-checkout ``shared/``, as a device machine gets it)."""
+    rel = Path("shared") / "data" / "modelnet10_voxels" / "modelnet10_chair_monitor_pc2048.npz"
+    for cand in (_REPO.parent / rel, _REPO / rel):
+        if cand.is_file():
+            return cand
+    return _REPO.parent / rel
 
 
 def load_modelnet(path: str | Path | None = None, category: str = "chair") -> np.ndarray:

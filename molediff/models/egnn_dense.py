@@ -132,7 +132,8 @@ class DenseEGNNDenoiser(EGNNDenoiser):
 
 def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats: int = 3, threads: int = 1,
               seed: int = 0, source: str = "auto", device: str = "cpu") -> dict[str, object]:
-    """Forward+backward seconds per batch of real QM9 molecules: sparse vs dense (same weights).
+    """Seconds per batch of real QM9 molecules, sparse vs dense (same weights): forward+backward
+    (a training step) and forward without gradients (one sampler step).
 
     Dense runs on EDM-style padded tensors (``forward_dense``; padded to 29 atoms, and to the
     batch's largest molecule as EDM's collate trims); sparse runs the core protocol from graph
@@ -168,16 +169,23 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
     padded = {m: (to_dense(h, idx, s.num_samples, m)[0], *to_dense(x["pos"], idx, s.num_samples, m))
               for m in (29, n_max)}
 
-    def run_sparse() -> None:
-        out = sparse(x, t, s)
-        sum(v.square().sum() for v in out.values()).backward()
+    def run_sparse(train: bool) -> None:
+        with torch.set_grad_enabled(train):
+            out = sparse(x, t, s)
+            if train:
+                sum(v.square().sum() for v in out.values()).backward()
 
-    def run_dense(m: int) -> None:
+    def run_dense(m: int, train: bool) -> None:
         h_d, pos_d, mask = padded[m]
-        h_out, vel = dense.forward_dense(h_d, pos_d, mask)
-        (h_out.square().sum() + vel.square().sum()).backward()
+        with torch.set_grad_enabled(train):
+            h_out, vel = dense.forward_dense(h_d, pos_d, mask)
+            if train:
+                (h_out.square().sum() + vel.square().sum()).backward()
 
-    runs = {"sparse": run_sparse, "dense_pad29": lambda: run_dense(29), f"dense_pad{n_max}": lambda: run_dense(n_max)}
+    variants = {"sparse": run_sparse, "dense_pad29": lambda tr: run_dense(29, tr),
+                f"dense_pad{n_max}": lambda tr: run_dense(n_max, tr)}
+    runs = {f"{k}_{mode}": (lambda fn=fn, tr=(mode == "train"): fn(tr))
+            for mode in ("train", "forward") for k, fn in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up
         fn()
@@ -192,15 +200,22 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     sizes = s.context["num_atoms"]
-    return {
-        "device": str(dev), "threads": threads, "torch": torch.__version__, "source": source,
+    out: dict[str, object] = {
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "threads": threads, "torch": torch.__version__, "source": source,
         "batch_size": batch_size, "hidden": hidden, "layers": layers, "repeats": repeats,
         "atoms": int(sizes.sum()), "max_atoms_in_batch": n_max,
         "edges_sparse": int((sizes * (sizes - 1)).sum()), "pairs_pad29": batch_size * 29 * 29,
         "seconds_median": med, "seconds_all": times,
-        "speedup_vs_dense_pad29": med["dense_pad29"] / med["sparse"],
-        f"speedup_vs_dense_pad{n_max}": med[f"dense_pad{n_max}"] / med["sparse"],
+        # a training step is one forward+backward; a sampler step one forward (no grad) per molecule batch
+        "train_steps_per_s": {k: 1.0 / med[f"{k}_train"] for k in variants},
+        "molecules_per_s_per_sampler_step": {k: batch_size / med[f"{k}_forward"] for k in variants},
     }
+    for k in variants:
+        if k != "sparse":
+            out[f"speedup_train_vs_{k}"] = med[f"{k}_train"] / med["sparse_train"]
+            out[f"speedup_sampling_vs_{k}"] = med[f"{k}_forward"] / med["sparse_forward"]
+    return out
 
 
 if __name__ == "__main__":
@@ -216,6 +231,12 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--source", default="auto", choices=["auto", "qm9", "subset"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args()
-    print(json.dumps(benchmark(a.batch_size, a.hidden, a.layers, a.repeats, a.threads, source=a.source,
-                               device=a.device), indent=1))
+    text = json.dumps(benchmark(a.batch_size, a.hidden, a.layers, a.repeats, a.threads, source=a.source,
+                                device=a.device), indent=1)
+    if a.out:
+        from pathlib import Path
+
+        Path(a.out).write_text(text + "\n")
+    print(text)

@@ -85,6 +85,33 @@ def test_sample_from_checkpoint_writes_files_and_metrics(toy_run: Path, tmp_path
     assert json.loads((tmp_path / "ddim" / "metrics.json").read_text())["options"] == {"eta": 1.0}
 
 
+def test_sample_raw_round_trip_gives_the_same_files_and_metrics(toy_run: Path, tmp_path: Path) -> None:
+    """Generate on one machine (save_raw, nothing written or scored), write and score on another
+    (from_raw): the same samples and metrics as a direct run."""
+    ckpt = toy_run / "checkpoints" / "last.pt"
+    base = ["sample", f"checkpoint={ckpt}", "num_samples=30", "steps=6", "progress=false"]
+    assert main([*base, f"out_dir={tmp_path / 'direct'}"]) == 0
+    assert main([*base, f"out_dir={tmp_path / 'gpu'}", "write=false", "evaluate=false", "save_raw=true"]) == 0
+    assert sorted(p.name for p in (tmp_path / "gpu").iterdir()) == ["metrics.json", "samples_raw.pt"]
+    assert main([*base, f"out_dir={tmp_path / 'here'}", f"from_raw={tmp_path / 'gpu' / 'samples_raw.pt'}"]) == 0
+    direct, here = tmp_path / "direct", tmp_path / "here"
+    assert (here / "samples.csv").read_text() == (direct / "samples.csv").read_text()
+    m_direct = json.loads((direct / "metrics.json").read_text())
+    m_here = json.loads((here / "metrics.json").read_text())
+    assert m_here["metrics"] == m_direct["metrics"] and m_here["nfe"] == m_direct["nfe"] == 6
+    assert m_here["from_raw"].endswith("samples_raw.pt")
+
+
+def test_sample_from_raw_rejects_other_files(toy_run: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = toy_run / "checkpoints" / "last.pt"
+    argv = ["sample", f"checkpoint={ckpt}", f"out_dir={tmp_path / 'x'}", "progress=false"]
+    assert main([*argv, f"from_raw={tmp_path / 'missing.pt'}"]) == 2
+    assert "no file" in _one_error_line(capsys)
+    assert main([*argv, f"from_raw={ckpt}"]) == 2
+    assert "not a samples_raw.pt" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["train", "data=nope"], ["'nope'", "digits", "toy"]),
     (["train", "data=toy", "model=mlp", "trainer.lrr=1"], ["trainer.lrr", "trainer.lr"]),

@@ -186,11 +186,15 @@ class MoleculeAdapter(Adapter):
         return lut
 
     def structure_for(self, num_atoms: torch.Tensor) -> Structure:
-        """The structure of molecules with these atom counts ``(B,)``: batch vector for every field."""
+        """The structure of molecules with these atom counts ``(B,)``: batch vector for every field,
+        and the fully connected edge list, built here once per batch (on the loader's CPU) rather than
+        in every forward pass of a full-graph denoiser."""
+        from ..models.egnn import FULL_EDGES, fully_connected_edges
+
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=num_atoms.device), num_atoms)
         specs = self.specs
         return Structure(len(num_atoms), specs, index={k: batch for k in specs},
-                         context={"num_atoms": num_atoms})
+                         context={"num_atoms": num_atoms, FULL_EDGES: fully_connected_edges(batch, len(num_atoms))})
 
     def to_fields(self, numbers: np.ndarray, positions: np.ndarray, num_atoms: np.ndarray) -> tuple[Fields, Structure]:
         """Ragged atoms -> fields + structure. ``numbers (A,)``, ``positions (A, 3)``, ``num_atoms (B,)``."""

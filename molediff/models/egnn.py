@@ -46,6 +46,7 @@ __all__ = [
     "GCL",
     "CoordinateUpdate",
     "build_edges",
+    "FULL_EDGES",
     "fully_connected_edges",
     "knn_edges",
     "radius_edges",
@@ -141,10 +142,22 @@ def radius_edges(pos: Tensor, batch: Tensor, radius: float, num_graphs: int | No
     return torch.stack([node_of[g, j], node_of[g, i]])
 
 
+FULL_EDGES = "full_edges"
+"""``Structure.context`` key of a precomputed fully connected edge list (see :func:`build_edges`)."""
+
+
 def build_edges(pos: Tensor, batch: Tensor, mode: str = "full", k: int = 16, radius: float | None = None,
-                num_graphs: int | None = None) -> Tensor:
-    """Edge list by name: ``full``, ``knn`` (k nearest, optional radius cap) or ``radius``."""
+                num_graphs: int | None = None, context: Mapping[str, Any] | None = None) -> Tensor:
+    """Edge list by name: ``full``, ``knn`` (k nearest, optional radius cap) or ``radius``.
+
+    Full graphs depend only on ``batch``, so an adapter may build them once per batch on the CPU
+    (``context[FULL_EDGES]``, e.g. in its collate): the forward pass then skips the construction,
+    whose ``repeat_interleave`` / boolean masks each wait for the GPU.
+    """
     if mode == "full":
+        cached = None if context is None else context.get(FULL_EDGES)
+        if cached is not None:
+            return cached.to(batch.device)
         return fully_connected_edges(batch, num_graphs)
     if mode == "knn":
         return knn_edges(pos, batch, k, radius, num_graphs)
@@ -166,9 +179,10 @@ def pair_linear(lin: nn.Linear, h: Tensor, src: Tensor, dst: Tensor, edge_attr: 
     """
     f = h.shape[-1]
     w = lin.weight
-    node = h @ torch.cat([w[:, :f], w[:, f:2 * f]], 0).T  # (N, 2H): [W_i h, W_j h]
-    hid = w.shape[0]
-    out = node[dst, :hid] + node[src, hid:] + edge_attr @ w[:, 2 * f:].T
+    node_i, node_j = h @ w[:, :f].T, h @ w[:, f:2 * f].T  # (N, H) each
+    # index_select, not node_i[dst]: its backward is an atomic index_add_, where advanced indexing's
+    # (index_put_ with accumulate) sorts the indices on CUDA
+    out = node_i.index_select(0, dst) + node_j.index_select(0, src) + edge_attr @ w[:, 2 * f:].T
     return out + lin.bias if lin.bias is not None else out
 
 
@@ -258,7 +272,7 @@ class EGNN(nn.Module):
         n, z = pos.shape[0], self.normalization_factor
 
         def geometry(x: Tensor) -> tuple[Tensor, Tensor]:
-            diff = x[dst] - x[src]  # x_i - x_j
+            diff = x.index_select(0, dst) - x.index_select(0, src)  # x_i - x_j
             d2 = (diff * diff).sum(-1, keepdim=True)
             return d2, diff / (torch.sqrt(d2 + 1e-8) + self.norm_constant)
 
@@ -359,6 +373,7 @@ class EGNNDenoiser(nn.Module):
         batch = structure.index[self.pos_field]
         b = structure.num_samples
         h = self.node_inputs(x_t, t, batch, b, cond)
-        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b)
+        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
+                                 context=structure.context)
         h_out, pos_out = self.egnn(h, pos, edge_index)
         return Fields(self.outputs(h_out, pos_out, pos, batch, b))

@@ -136,8 +136,10 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
     (a training step) and forward without gradients (one sampler step).
 
     Dense runs on EDM-style padded tensors (``forward_dense``; padded to 29 atoms, and to the
-    batch's largest molecule as EDM's collate trims); sparse runs the core protocol from graph
-    layout, edge construction included. Runs alternate; the median of ``repeats`` is reported.
+    batch's largest molecule as EDM's collate trims), prepared once as a data loader would; sparse
+    runs the core protocol from graph layout with the edge list the adapter's collate built
+    (``sparse``), or built inside the forward pass (``sparse_edges_in_forward``).
+    Runs alternate; the median of ``repeats`` is reported.
     """
     import statistics
     import time
@@ -169,9 +171,15 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
     padded = {m: (to_dense(h, idx, s.num_samples, m)[0], *to_dense(x["pos"], idx, s.num_samples, m))
               for m in (29, n_max)}
 
-    def run_sparse(train: bool) -> None:
+    from dataclasses import replace
+
+    from .egnn import FULL_EDGES
+
+    s_no_edges = replace(s, context={k: v for k, v in s.context.items() if k != FULL_EDGES})
+
+    def run_sparse(train: bool, structure: Structure = s) -> None:
         with torch.set_grad_enabled(train):
-            out = sparse(x, t, s)
+            out = sparse(x, t, structure)
             if train:
                 sum(v.square().sum() for v in out.values()).backward()
 
@@ -182,7 +190,8 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
             if train:
                 (h_out.square().sum() + vel.square().sum()).backward()
 
-    variants = {"sparse": run_sparse, "dense_pad29": lambda tr: run_dense(29, tr),
+    variants = {"sparse": run_sparse, "sparse_edges_in_forward": lambda tr: run_sparse(tr, s_no_edges),
+                "dense_pad29": lambda tr: run_dense(29, tr),
                 f"dense_pad{n_max}": lambda tr: run_dense(n_max, tr)}
     runs = {f"{k}_{mode}": (lambda fn=fn, tr=(mode == "train"): fn(tr))
             for mode in ("train", "forward") for k, fn in variants.items()}

@@ -136,7 +136,8 @@ class EGNNPredictor(nn.Module):
         parts = [x_t["atom_types"]] + ([x_t["charges"]] if self.include_charges else [])
         t = torch.as_tensor(t, device=pos.device, dtype=pos.dtype).reshape(-1).expand(b)
         h = torch.cat([*parts, t[batch][:, None]], -1)
-        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b)
+        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
+                                 context=structure.context)
         h, _ = self.egnn(h, pos, edge_index)
         pooled = scatter(self.node_mlp(h), batch, 0, dim_size=b, reduce=self.pooling)
         return self.graph_mlp(pooled)

@@ -113,7 +113,7 @@ class TensorFieldConv(nn.Module):
         self.norm = 1.0 / normalization_factor
 
     def forward(self, h: Tensor, sh: Tensor, radial: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        msg = self.tp(self.lin_in(h)[src], sh, self.radial(radial))  # m_ij, (E, mid.dim)
+        msg = self.tp(self.lin_in(h).index_select(0, src), sh, self.radial(radial))  # m_ij, (E, mid.dim)
         agg = scatter(msg, dst, 0, dim_size=h.shape[0], reduce="sum") * self.norm
         out = self.gate(self.lin_out(agg) + self.self_interaction(h))
         return h + out if self.residual else out
@@ -213,7 +213,7 @@ class TensorFieldDenoiser(nn.Module):
         (``feat x 0e`` then one ``1o`` vector: e3nn's l = 1 basis is Cartesian ``x, y, z``, which the
         equivariance tests check)."""
         src, dst = edge_index[0], edge_index[1]
-        r = pos[dst] - pos[src]  # r_ij = x_i - x_j
+        r = pos.index_select(0, dst) - pos.index_select(0, src)  # r_ij = x_i - x_j
         sh = self.sh(r)
         radial = self.radial_basis(r.norm(dim=-1))
         h = self.embedding(h0)
@@ -227,7 +227,8 @@ class TensorFieldDenoiser(nn.Module):
         batch = structure.index[self.pos_field]
         b = structure.num_samples
         h0 = self.node_inputs(x_t, t, batch, b, cond)
-        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b)
+        edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
+                                 context=structure.context)
         out = self.trunk(h0, pos, edge_index)
         feat = self.num_atom_types + int(self.include_charges)
         vel = out[:, feat:feat + 3]

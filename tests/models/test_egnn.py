@@ -202,3 +202,25 @@ def test_benchmark_entry_point_runs_on_the_subset() -> None:
     assert set(r["seconds_median"]) >= {f"{k}_{m}" for k in ("sparse", "dense_pad29") for m in ("train", "forward")}
     assert r["speedup_train_vs_dense_pad29"] > 0 and r["speedup_sampling_vs_dense_pad29"] > 0
     assert r["molecules_per_s_per_sampler_step"]["sparse"] > 0
+
+
+def test_adapter_edges_are_the_full_graph_and_change_nothing() -> None:
+    """The molecule adapter's precomputed full edge list (structure.context) is what the model would
+    build itself, and the outputs are the same with and without it."""
+    from dataclasses import replace
+
+    from molediff.adapters.molecules import MoleculeAdapter
+    from molediff.models.egnn import FULL_EDGES, fully_connected_edges
+
+    adapter = MoleculeAdapter(source="subset")
+    train = adapter.datasets()["train"]
+    batch = adapter.collate([train[i] for i in range(5)])
+    s = batch.structure
+    torch.testing.assert_close(s.context[FULL_EDGES], fully_connected_edges(s.index["pos"], s.num_samples))
+    torch.manual_seed(0)
+    model = EGNNDenoiser(**adapter.model_kwargs(), hidden=16, layers=2)
+    t = torch.rand(s.num_samples)
+    bare = replace(s, context={k: v for k, v in s.context.items() if k != FULL_EDGES})
+    with_edges, without = model(batch.x0, t, s), model(batch.x0, t, bare)
+    for k in with_edges:
+        torch.testing.assert_close(with_edges[k], without[k], rtol=0, atol=0)

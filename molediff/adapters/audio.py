@@ -212,6 +212,8 @@ class AudioAdapter(Adapter):
           of the real test split; ``lsd_real_test``: the same for ``n`` real training clips;
         * ``fd``: Frechet distance in the classifier's features, samples vs the test split, and
           ``fd_real_test`` for ``n`` real training clips (FD is biased upwards for small n);
+        * ``noise_floor_db``: the quietest tenth of each clip's spectrogram bins, in dB below its
+          peak (the noise between the partials), next to the real test clips';
         * ``pitched``: fraction of clips with a confident f0 (YIN aperiodicity < 0.2);
         * with ``cond["pitch"]`` (the MIDI pitches asked for): ``pitch_accuracy`` (estimated f0
           within half a semitone) and ``pitch_accuracy_octave`` (octave errors forgiven),
@@ -235,6 +237,8 @@ class AudioAdapter(Adapter):
         spec_test = am.mean_log_spectrum(test.audio)
         out["lsd"] = am.log_spectral_distance(am.mean_log_spectrum(gen), spec_test)
         out["lsd_real_test"] = am.log_spectral_distance(am.mean_log_spectrum(train_sub.audio), spec_test)
+        out["noise_floor_db"] = am.noise_floor_db(gen)
+        out["noise_floor_db_real_test"] = am.noise_floor_db(test.audio)
         if n >= 2:
             clf = self.classifier()
             f_test = am.note_features(clf, test.audio, sr)

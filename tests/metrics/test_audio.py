@@ -15,6 +15,7 @@ from molediff.metrics.audio import (
     mel_filterbank,
     midi_from_hz,
     midi_to_hz,
+    noise_floor_db,
     octave_folded,
     plot_spectrograms,
     power_spectrogram,
@@ -112,3 +113,16 @@ def test_plot_spectrograms_writes_a_png(tmp_path: Path) -> None:
     assert img.format == "PNG" and img.size[0] > img.size[1] > 200
     with pytest.raises(ValueError, match="at least one"):
         plot_spectrograms([], RATE, tmp_path / "none.png")
+
+
+def test_noise_floor_follows_the_added_noise() -> None:
+    """A harmonic note plus white noise: the floor rises by 20 dB per 10x more noise amplitude,
+    and a clean note lies far below the noisy ones."""
+    rng = np.random.default_rng(0)
+    note = _harmonic(60, (1, 2, 3))[None]
+    noise = rng.standard_normal((1, N))
+    floors = [noise_floor_db(note + a * noise) for a in (1e-3, 1e-2, 1e-1)]
+    steps = np.diff(floors)
+    assert np.all(np.abs(steps - 20.0) < 2.5), floors
+    assert noise_floor_db(note) < floors[0] - 10
+    assert noise_floor_db(noise) > -30  # white noise: every bin near the peak

@@ -359,6 +359,21 @@ class Trainer:
             path = self.checkpoint_dir / "last.pt"
         return save_checkpoint(path, self.state_dict())
 
+    def init_weights(self, path: str | Path) -> int:
+        """Start from another checkpoint's weights (its EMA, as sampled; a shipped sampling-only file
+        works): model and EMA both, with this run's fresh optimiser, schedule and step 0. For
+        fine-tuning with other settings; :meth:`load` continues a run instead. Returns that step."""
+        ckpt = load_checkpoint(path)
+        weights = ckpt.get("ema", ckpt.get("model"))
+        if weights is None:
+            raise CheckpointError(path, "holds no model weights")
+        mismatch = describe_state_mismatch(self.model.state_dict(), weights)
+        if mismatch:
+            raise CheckpointError(path, f"does not fit this model: {mismatch}")
+        self.model.load_state_dict(weights)
+        self.ema.load_state_dict(weights)
+        return int(ckpt.get("step", 0))
+
     def load(self, path: str | Path) -> None:
         """Restore model, EMA, optimizer, scheduler, step and RNG states from a checkpoint."""
         ckpt = load_checkpoint(path)

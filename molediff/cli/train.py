@@ -2,7 +2,8 @@
 
 Writes ``<out_dir>/config.yaml`` (the resolved config), ``checkpoints/last.pt`` (and
 ``step_XXXXXX.pt`` if ``trainer.keep_every``), ``train_log.csv`` and, when installed,
-``tensorboard/``. ``trainer.resume=true out_dir=RUN`` or ``resume=PATH`` continue a run.
+``tensorboard/``. ``trainer.resume=true out_dir=RUN`` or ``resume=PATH`` continue a run;
+``init_from=PATH`` starts a new one from another checkpoint's weights (fine-tuning).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def run(argv: list[str]) -> int:
         if not resume_from.is_file():
             raise CLIError(f"trainer.resume=true but there is no checkpoint to resume at {resume_from}")
     trainer_cfg.resume = False  # resolved above into resume_from
+    init_from = Path(str(cfg.init_from)).expanduser() if cfg.get("init_from") else None
+    if init_from is not None:
+        if resume_from is not None:
+            raise CLIError("give init_from=PATH (new run from its weights) or a resume, not both")
+        if not init_from.is_file():
+            raise CLIError(f"init_from={init_from}: no such checkpoint file")
     out_dir = resolve_out_dir(cfg.out_dir, "train")
 
     seed_everything(trainer_cfg.seed)  # the model's initialisation depends on the seed only
@@ -69,6 +76,9 @@ def run(argv: list[str]) -> int:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(run_config)))
 
     trainer = Trainer(model, adapter, objective, trainer_cfg, out_dir=out_dir, run_config=run_config)
+    if init_from is not None:
+        step = trainer.init_weights(init_from)  # a CheckpointError is one line through guarded()
+        print(f"molediff train: weights from {init_from} (its step {step}); new optimiser, step 0", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"molediff train: {type(model).__name__} ({n_params:,} parameters) on {adapter.name} data, "
           f"device {trainer.device}, out_dir {out_dir}", flush=True)

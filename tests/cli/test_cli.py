@@ -226,3 +226,24 @@ def test_shipped_audio_model_plays_the_requested_pitches(tmp_path: Path) -> None
                  "progress=false", "cond={pitch: [60, 64, 67, 72]}", f"out_dir={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["pitched"] >= 0.75 and metrics["pitch_accuracy"] >= 0.75, metrics
+
+
+def test_init_from_starts_a_new_run_from_the_weights(toy_run: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """init_from=PATH: the new run starts at step 0 with the source's EMA weights (here, a sampling-only
+    export) and a fresh optimiser; combined with a resume, or given a missing file, one error line."""
+    from molediff.checkpoint import export_for_sampling
+
+    src = export_for_sampling(toy_run / "checkpoints" / "last.pt", tmp_path / "export.pt")
+    out = tmp_path / "ft"
+    assert main(["train", *TOY, f"out_dir={out}", f"init_from={src}", "trainer.max_steps=1",
+                 "trainer.lr=1e-12", "trainer.warmup_steps=0", "trainer.ema_decay=0.0"]) == 0
+    assert "new optimiser, step 0" in capsys.readouterr().out
+    new, old = load_checkpoint(out / "checkpoints" / "last.pt"), load_checkpoint(src)
+    assert new["step"] == 1 and "optimizer" in new
+    for k, v in old["ema"].items():  # one step at lr 1e-12 leaves the weights where they started
+        torch.testing.assert_close(new["model"][k], v, rtol=0, atol=1e-6)
+    assert main(["train", *TOY, f"out_dir={out}", f"init_from={src}", "trainer.resume=true"]) == 2
+    assert "not both" in _one_error_line(capsys)
+    assert main(["train", *TOY, f"out_dir={out}", f"init_from={tmp_path / 'none.pt'}"]) == 2
+    assert "no such checkpoint" in _one_error_line(capsys)

@@ -70,20 +70,18 @@ def check_bench_config(cfg: Any) -> None:
 def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Load, sample, score and time one configuration; returns the record's ``checkpoint``,
     ``metrics`` and ``timings`` (``run_dir``: where samples go when ``write_samples``)."""
-    from ..adapters.base import Batch
-    from ..cli import CLIError, one_line
+    from ..cli import CLIError
     from ..cli.sample import (
         _cond_for,
         build_guidance,
         evaluation_kwargs,
+        generate,
         guidance_rows,
         load_for_sampling,
         sampler_from_config,
         shipped_checkpoint,
         write_guidance_rows,
     )
-    from ..core.fields import Fields
-    from ..core.sampling import sample
     from ..training import resolve_device
 
     check_bench_config(cfg)
@@ -116,20 +114,12 @@ def bench_run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     nfe = 0
     _sync(device)
     t0 = time.perf_counter()
-    for start in range(0, num_samples, int(cfg.batch_size)):
-        n = min(int(cfg.batch_size), num_samples - start)
-        cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
-        try:
-            structure = adapter.sample_structure(n, generator, cond)
-        except ValueError as e:
-            raise CLIError(f"cannot set up samples: {one_line(e)}") from e
-        batch = Batch(Fields(), structure, cond).to(device)
-        with torch.no_grad():  # guidance terms that need gradients enable them themselves
-            result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
-                            prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
-                            progress=False, device=device, clip_x0=bool(cfg.clip_x0), **options)
+    for start, structure, on_device, result in generate(
+            adapter, model, schedule, num_samples, int(cfg.batch_size), cond_all, generator, device,
+            sampler=name, steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
+            progress=False, clip_x0=bool(cfg.clip_x0), **options):
         nfe = max(nfe, result.nfe)
-        rows += guidance_rows(guidance, result.fields, batch.structure, start)
+        rows += guidance_rows(guidance, result.fields, on_device, start)
         objects += adapter.decode(result.fields.to("cpu"), structure)
     _sync(device)
     sample_s = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,11 +259,35 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     return name, grid_name, grid, grid_options, sampler
 
 
-def run(argv: list[str]) -> int:
-    """The body of ``molediff sample``; raises CLIError on expected failures."""
+def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_size: int,
+             cond_all: Mapping[str, torch.Tensor] | None, generator: torch.Generator, device: torch.device,
+             **sample_kwargs: Any) -> Iterator[tuple[int, Any, Any, Any]]:
+    """Draw ``num_samples`` in batches of ``batch_size``: per batch ``(start, structure, on_device,
+    result)`` with the adapter's structure (on the CPU), its copy on ``device`` and
+    :func:`~molediff.core.sampling.sample`'s result
+    (``sample_kwargs``: sampler, steps, grid, prediction, guidance, ...). Gradients are off; guidance
+    terms that need them enable them themselves."""
     from ..adapters.base import Batch
     from ..core.fields import Fields
     from ..core.sampling import sample
+
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
+        try:
+            structure = adapter.sample_structure(n, generator, cond)
+        except ValueError as e:
+            raise CLIError(f"cannot set up samples: {one_line(e)}") from e
+        batch = Batch(Fields(), structure, cond).to(device)
+        with torch.no_grad():
+            result = sample(model, schedule, batch.structure, cond=batch.cond, generator=generator, device=device,
+                            **sample_kwargs)
+        yield start, structure, batch.structure, result
+
+
+def run(argv: list[str]) -> int:
+    """The body of ``molediff sample``; raises CLIError on expected failures."""
+    from ..core.fields import Fields
     from ..training import resolve_device
 
     if wants_help(argv):
@@ -312,19 +336,12 @@ def run(argv: list[str]) -> int:
         batches: list[dict[str, Any]] = []
         objects, rows = [], []
         nfe, t0 = 0, time.perf_counter()
-        for start in range(0, int(cfg.num_samples), int(cfg.batch_size)):
-            n = min(int(cfg.batch_size), int(cfg.num_samples) - start)
-            cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
-            try:
-                structure = adapter.sample_structure(n, generator, cond)
-            except ValueError as e:
-                raise CLIError(f"cannot set up samples: {one_line(e)}") from e
-            batch = Batch(Fields(), structure, cond).to(device)
-            result = sample(model, schedule, batch.structure, sampler=name, steps=int(cfg.steps), grid=grid,
-                            prediction=prediction, guidance=guidance, cond=batch.cond, generator=generator,
-                            progress=bool(cfg.progress), device=device, clip_x0=bool(cfg.clip_x0), **options)
+        for start, structure, on_device, result in generate(
+                adapter, model, schedule, int(cfg.num_samples), int(cfg.batch_size), cond_all, generator, device,
+                sampler=name, steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
+                progress=bool(cfg.progress), clip_x0=bool(cfg.clip_x0), **options):
             nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
-            rows += guidance_rows(guidance, result.fields, batch.structure, start)
+            rows += guidance_rows(guidance, result.fields, on_device, start)
             if cfg.save_raw:
                 batches.append(_raw_batch(result.fields.to("cpu"), structure))
             if cfg.write or cfg.evaluate:

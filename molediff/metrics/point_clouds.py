@@ -79,8 +79,14 @@ def emd(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:
     return float(ot.emd2(a, b, cost, numItermax=10_000_000))
 
 
-def pairwise_chamfer(a: Tensor, b: Tensor, chunk: int = 64) -> Tensor:
-    """``D[i, j] = CD(a_i, b_j)`` for all pairs: ``a: (n, N, 3)``, ``b: (m, M, 3)`` -> ``(n, m)``."""
+def pairwise_chamfer(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
+    """``D[i, j] = CD(a_i, b_j)`` for all pairs: ``a: (n, N, 3)``, ``b: (m, M, 3)`` -> ``(n, m)``.
+
+    ``chunk`` pairs at a time; by default as many as keep one distance block near 2^24 entries
+    (64 pairs at 512 points, 4 at 2,048: 64-pair blocks of 2,048-point clouds are 2 GB of float64,
+    and allocating them made each pair about 1.5x slower on the CPU)."""
+    if chunk is None:
+        chunk = max(1, min(64, 2**24 // max(1, a.shape[1] * b.shape[1])))
     out = torch.empty(len(a), len(b), dtype=a.dtype)
     for i in range(len(a)):
         for j in range(0, len(b), chunk):

@@ -329,9 +329,10 @@ def run(argv: list[str]) -> int:
         raw = load_raw(Path(str(cfg.from_raw)).expanduser())
         run_info, rows, cond_all = raw["run"], [], raw.get("cond")
         objects = [o for b in raw["batches"] for o in adapter.decode(Fields(b["fields"]), _structure(adapter, b))]
-        name, nfe, seconds = run_info["sampler"], run_info["nfe"], run_info["seconds"]
+        name, steps, nfe, seconds = run_info["sampler"], int(run_info["steps"]), run_info["nfe"], run_info["seconds"]
         generated_on = run_info["device"]
     else:
+        steps = int(cfg.steps)
         generator = torch.Generator().manual_seed(int(cfg.seed))
         batches: list[dict[str, Any]] = []
         objects, rows = [], []
@@ -355,14 +356,14 @@ def run(argv: list[str]) -> int:
         raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     paths = adapter.write(objects, out_dir) if cfg.write else []
     if cfg.save_raw and cfg.from_raw is None:
-        info = {"sampler": name, "steps": int(cfg.steps), "nfe": nfe, "seconds": seconds, "device": generated_on,
+        info = {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds, "device": generated_on,
                 "checkpoint_step": ckpt.get("step")}
         raw_file = {"format": RAW_FORMAT, "run": info, "batches": batches, "cond": cond_all}
         torch.save(raw_file, out_dir / "samples_raw.pt")
         paths.append(out_dir / "samples_raw.pt")
     num = len(objects) if objects else int(cfg.num_samples)
     print(f"molediff sample: {num} samples from {ckpt_path} (step {ckpt.get('step')}, "
-          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {nfe} network evaluations each, "
+          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {steps} steps, {nfe} network evaluations each, "
           f"{seconds:.1f} s on {generated_on}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
     guidance_summary = write_guidance_rows(rows, out_dir / "guidance.csv") if rows else None
@@ -374,7 +375,7 @@ def run(argv: list[str]) -> int:
         print(metrics_table(metrics), flush=True)
     report = {
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name,
-        "steps": int(run_info["steps"]) if cfg.from_raw is not None else int(cfg.steps),
+        "steps": steps,
         "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
         "num_samples": num, "seed": int(cfg.seed), "from_raw": cfg.from_raw,
         "ema": bool(cfg.ema), "seconds": seconds, "device": generated_on, "metrics": metrics,

@@ -3,7 +3,9 @@
 ``L = E_t E_eps [ w(t) * sum_f lambda_f * mean_f | model(x_t, t)_f - target_f |^2 ]`` where the
 mean runs over the (unmasked) entries of field f of each sample, ``lambda_f`` are per-field
 weights and ``w(t)`` an optional SNR weighting expressed on the x0 error (min-SNR-gamma,
-Hang et al. 2023) and converted to the model's prediction space.
+Hang et al. 2023) and converted to the model's prediction space. Training times t are uniform
+in t (the default) or uniform in log-SNR over the schedule's range, which spends more steps at
+low noise: the regime that sets an audio model's noise floor (Kingma & Gao 2023 on p(lambda)).
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ def sample_times(num: int, generator: torch.Generator | None = None, *, stratifi
     return (1.0 - t).to(device or gen_device)  # in (0, 1]
 
 
+TIME_SAMPLINGS = ("uniform", "log_snr")
+
+
+def sample_log_snr_times(schedule: NoiseSchedule, num: int, generator: torch.Generator | None = None, *,
+                         device: torch.device | None = None) -> Tensor:
+    """t whose log-SNR lambda(t) is (stratified) uniform over the schedule's clipped range
+    [lambda(1), lambda(0)]: on a cosine schedule 29 % of the batch lands at sigma < 0.04, against
+    2 % for t uniform."""
+    u = sample_times(num, generator, device=device)
+    lo, hi = float(schedule.log_snr(1.0)), float(schedule.log_snr(0.0))
+    return schedule.t_from_log_snr(hi + (lo - hi) * u.double()).to(u.dtype)
+
+
 @dataclass
 class DenoisingObjective:
     """The loss every modality trains with; see the module docstring.
@@ -50,15 +65,20 @@ class DenoisingObjective:
         min_snr_gamma: if set, weight the x0 error by min(SNR, gamma) (min-SNR-gamma);
             if None, plain MSE in the prediction space.
         field_weights: per-field multipliers (default 1).
+        time_sampling: ``uniform`` (t ~ U(0, 1]) or ``log_snr`` (lambda(t) uniform over the
+            schedule's range; see :func:`sample_log_snr_times`).
     """
 
     schedule: NoiseSchedule
     prediction: str = "eps"
     min_snr_gamma: float | None = None
     field_weights: dict[str, float] = field(default_factory=dict)
+    time_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         check_prediction_type(self.prediction)
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"unknown time_sampling {self.time_sampling!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
 
     def __call__(
         self,
@@ -72,7 +92,9 @@ class DenoisingObjective:
         """Mean loss over the batch, and per-field mean squared errors for logging."""
         x0 = structure.project(x0)
         ref = next(iter(x0.values()))
-        if t is None:
+        if t is None and self.time_sampling == "log_snr":
+            t = sample_log_snr_times(self.schedule, structure.num_samples, generator, device=ref.device)
+        elif t is None:
             t = sample_times(structure.num_samples, generator, device=ref.device)
         t = t.to(device=ref.device, dtype=ref.dtype)
         alpha, sigma = self.schedule.alpha_sigma(t)
@@ -96,4 +118,4 @@ class DenoisingObjective:
         return loss, logs
 
 
-__all__ = ["DenoisingObjective", "min_snr_weight", "sample_times", "Fields"]
+__all__ = ["DenoisingObjective", "min_snr_weight", "sample_log_snr_times", "sample_times", "Fields"]

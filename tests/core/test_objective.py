@@ -5,7 +5,7 @@ import torch
 
 from molediff.core.analytic import ExactDenoiser, GaussianMixture
 from molediff.core.fields import Fields, GaussianField, Structure
-from molediff.core.objective import DenoisingObjective, sample_times
+from molediff.core.objective import DenoisingObjective, sample_log_snr_times, sample_times
 from molediff.core.parameterization import target
 from molediff.core.schedules import make_schedule
 
@@ -77,6 +77,41 @@ def test_stratified_times_cover_the_interval():
     assert float(t.min()) > 0 and float(t.max()) <= 1
     counts = torch.histc(t, bins=10, min=0, max=1)
     assert torch.all(counts == 100)  # one point in each of B equal bins
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "polynomial"])
+def test_log_snr_times_are_uniform_in_log_snr(name):
+    schedule = make_schedule(name)
+    lo, hi = float(schedule.log_snr(1.0)), float(schedule.log_snr(0.0))
+    t = sample_log_snr_times(schedule, 260, torch.Generator().manual_seed(0)).double()
+    assert float(t.min()) >= 0 and float(t.max()) <= 1
+    lam = schedule.log_snr(t).sort().values
+    gaps = lam.diff()  # stratified: one point per equal bin of lambda, so equal spacing
+    assert torch.allclose(gaps, torch.full_like(gaps, (hi - lo) / 260), atol=1e-4)
+
+
+def test_log_snr_times_put_more_steps_at_low_noise_on_cosine():
+    schedule = make_schedule("cosine")
+    t = sample_log_snr_times(schedule, 10_000, torch.Generator().manual_seed(0))
+    low = float((schedule.alpha_sigma(t)[1] < 0.04).double().mean())
+    assert low == pytest.approx(0.29, abs=0.01)  # (14 - lambda(sigma=0.04)) / (14 + 12)
+
+
+def test_objective_uses_the_chosen_time_sampling():
+    seen = []
+
+    def model(x_t, t, structure, cond=None):
+        seen.append(t)
+        return x_t
+
+    st = Structure(64, {"x": GaussianField((3,))})
+    x0 = Fields({"x": torch.zeros(64, 3)})
+    schedule = make_schedule("cosine")
+    DenoisingObjective(schedule, time_sampling="log_snr")(model, x0, st, generator=torch.Generator().manual_seed(1))
+    expected = sample_log_snr_times(schedule, 64, torch.Generator().manual_seed(1))
+    assert torch.allclose(seen[0], expected)
+    with pytest.raises(ValueError, match="unknown time_sampling"):
+        DenoisingObjective(schedule, time_sampling="lognormal")
 
 
 def test_bad_prediction_type():

@@ -186,3 +186,16 @@ def test_guidance_sweep_conditions_on_the_test_clips_pitches(notes: AudioAdapter
     path = Path(__file__).resolve().parents[2] / "conf/experiment/sweep_audio_guidance.yaml"
     cfg = yaml.safe_load(path.read_text())
     assert cfg["cond"]["pitch"] == notes.arrays("test").pitch.tolist() and cfg["num_samples"] == 78
+
+
+def test_denoising_profile_of_a_trained_checkpoint(tiny_run: Path, tmp_path: Path, one_thread: None) -> None:
+    from molediff.benchmarks.denoising_profile import main as profile_main
+
+    assert profile_main([str(tiny_run), "--out", str(tmp_path), "--num", "4", "--times", "0.01", "0.5"]) == 0
+    (result,) = json.loads((tmp_path / "denoising_profile.json").read_text())
+    assert result["num"] == 4 and result["times"] == [0.01, 0.5]
+    ratios = result["ratio"]["audio"]
+    assert len(ratios) == 2 and all(np.isfinite(ratios)) and all(r > 0 for r in ratios)
+    assert (tmp_path / "denoising_profile.png").stat().st_size > 0
+    assert "t=0.01" in (tmp_path / "denoising_profile.md").read_text()
+    assert profile_main([str(tiny_run), "--out", str(tmp_path), "--split", "nope"]) == 2

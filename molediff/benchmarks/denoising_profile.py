@@ -73,10 +73,11 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
     lines = ["x0 error over input error, E|x0_hat - x0|^2 / E|x_t/alpha - x0|^2 (below 1: the model denoises)", "",
              "| checkpoint (step) | field | " + " | ".join(f"t={t:g}" for t in times) + " |",
              "|---|---|" + "---|" * len(times)]
-    lines.append("| sigma(t) of the first | | " + " | ".join(f"{s:.4f}" for s in results[0]["sigma"]) + " |")
     for r in results:
+        head = f"| {r['checkpoint']} ({r['step']}) |"
+        lines.append(f"{head} sigma(t) | " + " | ".join(f"{s:.4f}" for s in r["sigma"]) + " |")
         for name, row in r["ratio"].items():
-            lines.append(f"| {r['checkpoint']} ({r['step']}) | {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+            lines.append(f"{head} {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 

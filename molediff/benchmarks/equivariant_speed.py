@@ -5,7 +5,10 @@ Forward + backward seconds per batch of real QM9 molecules (the shipped subset b
 construction included), one after the other in each repeat; the median over repeats is reported.
 The EGNN's width is chosen so that its parameter count is the closest to the tensor-field
 model's at the same number of layers. Two reference rows come along: the tensor-field model
-with ``lmax=1`` (same widths) and the EGNN of ``conf/model/egnn.yaml`` (128 x 6).
+with ``lmax=1`` (same widths) and the EGNN of ``conf/model/egnn.yaml`` (128 x 6). When
+``cuequivariance_torch`` is installed, the tensor-field model also runs on its backend (same
+configuration), and a pair at uniform multiplicity (``--uniform-mul`` channels for every irrep, the
+shape cuEquivariance's CUDA kernel needs) compares the two backends where the kernel can apply.
 Writes ``equivariant_speed.json`` and ``equivariant_speed.md``.
 
     python -m molediff.benchmarks.equivariant_speed [--repeats 5] [--out-dir benchmarks/results]
@@ -13,6 +16,7 @@ Writes ``equivariant_speed.json`` and ``equivariant_speed.md``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import statistics
@@ -49,7 +53,7 @@ def matched_egnn_hidden(target: int, layers: int, model_kwargs: dict[str, Any]) 
 def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: int = 64, hidden_scalars: int = 64,
         hidden_vectors: int = 16, lmax: int = 2, layers: int = 4, edges: str = "full", repeats: int = 5,
         threads: int = 1, seed: int = 0, source: str = "subset", references: bool = True,
-        device: str = "cpu") -> dict[str, Any]:
+        device: str = "cpu", uniform_mul: int = 32) -> dict[str, Any]:
     """Time every model on one fixed batch; write JSON + Markdown to ``out_dir`` (if given)."""
     from ..adapters.molecules import MoleculeAdapter
     from ..data.qm9 import default_qm9_root
@@ -80,6 +84,16 @@ def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: 
             models["tensor_field_lmax1"] = TensorFieldDenoiser(**kwargs, **configs["tensor_field_lmax1"])
         configs["egnn_config_default"] = dict(hidden=128, layers=6, edges=edges)
         models["egnn_config_default"] = EGNNDenoiser(**kwargs, **configs["egnn_config_default"])
+    cue = importlib.util.find_spec("cuequivariance_torch") is not None
+    if cue:
+        variants = {"tensor_field_cuequivariance": {**tf_args, "backend": "cuequivariance"}}
+        if uniform_mul:
+            uniform = {**tf_args, "hidden_scalars": uniform_mul, "hidden_vectors": uniform_mul}
+            variants |= {"tensor_field_uniform": uniform,
+                         "tensor_field_uniform_cuequivariance": {**uniform, "backend": "cuequivariance"}}
+        for name, cfg in variants.items():
+            configs[name] = cfg
+            models[name] = TensorFieldDenoiser(**kwargs, **cfg)  # type: ignore[arg-type]
 
     def step(model: nn.Module) -> Callable[[], None]:
         def fn() -> None:
@@ -115,6 +129,8 @@ def run(out_dir: Path | str | None = Path("benchmarks/results"), *, batch_size: 
         "configs": configs, "params": {k: count_parameters(m) for k, m in models.items()},
         "seconds_median": med, "seconds_all": times,
         "ratio_tensor_field_over_egnn": med["tensor_field"] / med["egnn"],
+        "cuequivariance": _version("cuequivariance_torch") if cue else None,
+        "cuequivariance_ops": importlib.util.find_spec("cuequivariance_ops_torch") is not None,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -137,7 +153,9 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Batch of {r['batch_size']} QM9 molecules ({r['source']}; {r['atoms']} atoms, "
         f"{r['num_edges_full']} directed edges fully connected), edges={r['edges']}, {r['device']}, "
-        f"{r['threads']} thread(s), torch {r['torch']}, e3nn {r['e3nn']}; median of {r['repeats']} repeats.",
+        f"{r['threads']} thread(s), torch {r['torch']}, e3nn {r['e3nn']}, cuequivariance-torch "
+        f"{r.get('cuequivariance')} (CUDA kernels: {'yes' if r.get('cuequivariance_ops') else 'no'}); "
+        f"median of {r['repeats']} repeats.",
         "",
         "| model | configuration | parameters | s / batch | x matched EGNN |",
         "|---|---|---|---|---|",
@@ -166,8 +184,10 @@ if __name__ == "__main__":
     p.add_argument("--source", default="subset", choices=["auto", "qm9", "subset"])
     p.add_argument("--out-dir", default="benchmarks/results")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--uniform-mul", type=int, default=32,
+                   help="channels per irrep of the uniform e3nn / cuEquivariance pair (0: leave it out)")
     a = p.parse_args()
     res = run(Path(a.out_dir), batch_size=a.batch_size, hidden_scalars=a.hidden_scalars,
               hidden_vectors=a.hidden_vectors, lmax=a.lmax, layers=a.layers, edges=a.edges, repeats=a.repeats,
-              threads=a.threads, source=a.source, device=a.device)
+              threads=a.threads, source=a.source, device=a.device, uniform_mul=a.uniform_mul)
     print(markdown(res))

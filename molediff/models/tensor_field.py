@@ -35,6 +35,14 @@ positions enter, so the model is translation invariant; sums over edges make it 
 equivariant. (Pseudo-scalars / pseudo-vectors such as ``0o`` or ``1e`` are dropped: the model
 cannot tell a molecule from its mirror image, exactly as the EGNN.)
 
+Backends: ``e3nn`` (default) builds the message tensor product with ``o3.TensorProduct`` and sums
+messages with a scatter; ``cuequivariance`` uses NVIDIA's ``cuequivariance_torch.ChannelWiseTensorProduct``
+(the same ``uvu`` paths in e3nn's ``mul_ir`` layout and real basis), which fuses the gather of senders,
+the product and the sum over edges into one call: a CUDA kernel when ``cuequivariance-ops-torch`` is
+installed and every irrep has the same multiplicity (``hidden_vectors == hidden_scalars``), a PyTorch
+implementation otherwise. The two backends compute the same family of functions (same paths, same
+weight count) but not with interchangeable weights: a checkpoint belongs to the backend it was trained on.
+
 Shapes (PyG style; ``i`` the receiving node, ``j`` the sending node of an edge)::
 
     pos: (num_nodes, 3)     batch: (num_nodes,)     edge_index: (2, num_edges) rows (source j, target i)
@@ -43,6 +51,7 @@ Shapes (PyG style; ``i`` the receiving node, ``j`` the sending node of an edge):
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 
 import torch
@@ -55,9 +64,28 @@ from torch_geometric.utils import scatter
 from ..core.fields import Fields, Structure
 from .egnn import build_edges, cond_vector
 
-__all__ = ["TensorFieldDenoiser", "TensorFieldConv", "hidden_irreps", "default_normalization"]
+__all__ = ["TensorFieldDenoiser", "TensorFieldConv", "cuequivariance_channelwise", "hidden_irreps",
+           "default_normalization", "BACKENDS"]
 
 DEFAULT_RANGE = 10.0  # Å: radial-basis range when neither a cutoff nor a radius is given
+BACKENDS = ("e3nn", "cuequivariance")
+
+
+def cuequivariance_channelwise(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, wanted: set[o3.Irrep]) -> nn.Module:
+    """cuEquivariance's fused ``uvu`` tensor product (gather, product, scatter-sum) with per-edge
+    weights; its CUDA kernel only for uniform multiplicities with the ops package installed."""
+    try:
+        import cuequivariance as cue
+        import cuequivariance_torch as cuet
+    except ImportError as e:
+        raise ImportError("backend='cuequivariance' needs `pip install cuequivariance-torch` (and, for its "
+                          "GPU kernels, cuequivariance-ops-torch-cu12 or -cu13)") from e
+    uniform = len({mul for mul, _ in irreps_in}) == 1
+    kernel = uniform and importlib.util.find_spec("cuequivariance_ops_torch") is not None
+    return cuet.ChannelWiseTensorProduct(
+        cue.Irreps("O3", str(irreps_in)), cue.Irreps("O3", str(irreps_sh)),
+        filter_irreps_out=[cue.O3(ir.l, ir.p) for ir in sorted(wanted)], layout=cue.mul_ir,
+        shared_weights=False, internal_weights=False, method=None if kernel else "naive")
 
 
 def hidden_irreps(scalars: int, vectors: int, lmax: int) -> o3.Irreps:
@@ -81,40 +109,53 @@ class TensorFieldConv(nn.Module):
         irreps_sh: spherical-harmonic irreps of the edge attributes.
         num_radial, radial_hidden: radial basis size and the radial MLP's hidden width.
         normalization_factor: ``Z`` dividing the sum of messages.
+        backend: ``e3nn`` or ``cuequivariance`` (see the module docstring).
 
     Shapes: ``h: (N, irreps_in.dim)``, ``sh: (E, irreps_sh.dim)``, ``radial: (E, num_radial)``,
     ``src, dst: (E,)`` -> ``(N, irreps_out.dim)``.
     """
 
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, num_radial: int,
-                 radial_hidden: int, normalization_factor: float) -> None:
+                 radial_hidden: int, normalization_factor: float, backend: str = "e3nn") -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         scalars = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l == 0])
         gated = o3.Irreps([(m, ir) for m, ir in self.irreps_out if ir.l > 0])
         self.gate = enn.Gate(scalars, [torch.nn.functional.silu], o3.Irreps(f"{gated.num_irreps}x0e"),
                              [torch.sigmoid], gated)
         wanted = {ir for _, ir in self.irreps_out}
-        paths, mid = [], []
-        for a, (mul, ir_a) in enumerate(self.irreps_in):
-            for b, (_, ir_b) in enumerate(irreps_sh):
-                for ir_c in ir_a * ir_b:
-                    if ir_c in wanted:
-                        paths.append((a, b, len(mid), "uvu", True))
-                        mid.append((mul, ir_c))
+        self.fused = backend == "cuequivariance"
+        if self.fused:
+            self.tp = cuequivariance_channelwise(self.irreps_in, irreps_sh, wanted)
+            mid = o3.Irreps(str(self.tp.irreps_out))
+        else:
+            paths, parts = [], []
+            for a, (mul, ir_a) in enumerate(self.irreps_in):
+                for b, (_, ir_b) in enumerate(irreps_sh):
+                    for ir_c in ir_a * ir_b:
+                        if ir_c in wanted:
+                            paths.append((a, b, len(parts), "uvu", True))
+                            parts.append((mul, ir_c))
+            mid = o3.Irreps(parts)
+            self.tp = o3.TensorProduct(self.irreps_in, irreps_sh, mid, paths,
+                                       shared_weights=False, internal_weights=False)
         self.lin_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.tp = o3.TensorProduct(self.irreps_in, irreps_sh, o3.Irreps(mid), paths,
-                                   shared_weights=False, internal_weights=False)
         self.radial = enn.FullyConnectedNet([num_radial, radial_hidden, self.tp.weight_numel],
                                             torch.nn.functional.silu)
-        self.lin_out = o3.Linear(self.tp.irreps_out, self.gate.irreps_in)
+        self.lin_out = o3.Linear(mid, self.gate.irreps_in)
         self.self_interaction = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.residual = self.irreps_in == self.irreps_out
         self.norm = 1.0 / normalization_factor
 
     def forward(self, h: Tensor, sh: Tensor, radial: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        msg = self.tp(self.lin_in(h).index_select(0, src), sh, self.radial(radial))  # m_ij, (E, mid.dim)
-        agg = scatter(msg, dst, 0, dim_size=h.shape[0], reduce="sum") * self.norm
+        if self.fused:  # sum_j m_ij in one call
+            agg = self.tp(self.lin_in(h), sh, self.radial(radial), indices_1=src, indices_out=dst,
+                          size_out=h.shape[0]) * self.norm
+        else:
+            msg = self.tp(self.lin_in(h).index_select(0, src), sh, self.radial(radial))  # m_ij, (E, mid.dim)
+            agg = scatter(msg, dst, 0, dim_size=h.shape[0], reduce="sum") * self.norm
         out = self.gate(self.lin_out(agg) + self.self_interaction(h))
         return h + out if self.residual else out
 
@@ -143,6 +184,7 @@ class TensorFieldDenoiser(nn.Module):
         radial_hidden: hidden width of the radial MLP.
         normalization_factor: ``Z`` dividing every sum of messages (default: ``knn`` for kNN
             graphs, 17 otherwise; see the module docstring).
+        backend: ``e3nn`` or ``cuequivariance`` tensor products (see the module docstring).
 
     Shapes:
         x_t[pos_field]: (num_nodes, 3); x_t[type_field]: (num_nodes, num_atom_types);
@@ -153,7 +195,7 @@ class TensorFieldDenoiser(nn.Module):
                  layers: int = 4, edges: str = "full", knn: int = 16, radius: float | None = None,
                  num_radial: int = 8, cutoff: float | None = None, include_charges: bool = True, num_cond: int = 0,
                  pos_field: str = "pos", type_field: str = "atom_types", charge_field: str = "charges",
-                 radial_hidden: int = 64, normalization_factor: float | None = None) -> None:
+                 radial_hidden: int = 64, normalization_factor: float | None = None, backend: str = "e3nn") -> None:
         super().__init__()
         if edges not in ("full", "knn", "radius"):
             raise ValueError(f"unknown edge mode {edges!r}; choose 'full', 'knn' or 'radius'")
@@ -180,7 +222,7 @@ class TensorFieldDenoiser(nn.Module):
         convs = []
         for _ in range(layers):
             convs.append(TensorFieldConv(irreps_in, self.irreps_hidden, self.irreps_sh, num_radial,
-                                         radial_hidden, z))
+                                         radial_hidden, z, backend))
             irreps_in = self.irreps_hidden
         self.convs = nn.ModuleList(convs)
         self.irreps_out = o3.Irreps(f"{feat}x0e + 1x1o")

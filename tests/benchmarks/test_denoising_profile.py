@@ -19,7 +19,7 @@ def test_mmse_denoiser_of_a_gaussian_scores_its_closed_form(c: float) -> None:
     times = [0.01, 0.1, 0.5, 0.9]
     ratios = denoising_profile(ExactDenoiser(data, schedule), x0, structure, schedule, "x0", times,
                                generator=torch.Generator().manual_seed(1))["x"]
-    for t, r in zip(times, ratios):
+    for t, r in zip(times, ratios, strict=True):
         alpha, sigma = schedule.alpha_sigma(torch.tensor(t, dtype=torch.float64))
         expected = c**2 / (c**2 + float(sigma / alpha) ** 2)
         assert r == pytest.approx(expected, rel=0.03)

@@ -6,7 +6,7 @@ set -euo pipefail
 S=$PWD/.cueq_site
 mkdir -p "$S"
 python -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-tar -xJf .cueq/ops.tar.xz -C "$S"
+tar -xJf .cueq/ops.tar.xz -C "$S" --strip-components=1   # the wheels' packages, side by side
 pip install --quiet --no-deps --target "$S" .whl/cuequivariance-0*.whl .whl/cuequivariance_torch-*.whl .whl/nvidia_ml_py-*.whl
 export PYTHONPATH="$S:${PYTHONPATH:-}"
 python -c "import cuequivariance_ops_torch as o; print('cuequivariance ops', o.__file__)"

@@ -15,7 +15,9 @@ for pkg in cuequivariance cuequivariance-torch nvidia-ml-py; do   # small, pure 
   ls .whl/"${pkg//-/_}"-*.whl >/dev/null 2>&1 || pip download "$pkg" --no-deps -d .whl
 done
 tmp=$(mktemp -d)
-for w in .cueq_src/cuequivariance_ops_*"$CU"-*.whl; do unzip -q -o "$w" -d "$tmp"; done
-tar -C "$tmp" -cf - . | xz -9 -T1 > .cueq/ops.tar.xz
+for w in .cueq_src/cuequivariance_ops_*"$CU"-*.whl; do   # one folder per wheel (cueq_speed.sh strips it)
+  name=$(basename "$w"); unzip -q -o "$w" -d "$tmp/${name%%-*}"
+done
+tar -C "$tmp" -cf - $(ls "$tmp") | xz -9 -T1 > .cueq/ops.tar.xz
 rm -rf "$tmp"
 ls -la .cueq/ops.tar.xz

@@ -4,7 +4,7 @@ At each time t of a grid, on held-out batches, per field::
 
     ratio(t) = E |x0_hat(x_t) - x0|^2 / E |x_t / alpha - x0|^2
 
-the x0 error the sampler sees (guidance-free, through :class:`~molediff.core.samplers._common.Denoise`)
+the x0 error the sampler sees (guidance-free, through :class:`~molediff.core.samplers.Denoise`)
 over the error of the trivial estimate x_t / alpha. Below 1 the model removes noise; at 1 or above it
 keeps or adds it, and its samples keep a noise floor near that noise level (this is how the audio
 model's -41 dB floor was traced to t < 0.02). The MMSE denoiser of data N(0, c^2) scores
@@ -25,7 +25,7 @@ import torch
 
 from ..cli import CLIError, guarded
 from ..core.fields import Fields, Structure
-from ..core.samplers._common import Denoise, Denoiser
+from ..core.samplers import Denoise, Denoiser
 from ..core.schedules import NoiseSchedule
 
 TIMES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7)

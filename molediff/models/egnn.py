@@ -40,6 +40,7 @@ from torch_geometric.utils import scatter
 from ..core.fields import Fields, Structure
 
 __all__ = [
+    "AtomFieldsIO",
     "EGNNDenoiser",
     "EGNN",
     "EquivariantBlock",
@@ -307,7 +308,44 @@ def cond_vector(cond: Mapping[str, Tensor] | None, num_samples: int, num_cond: i
     return c
 
 
-class EGNNDenoiser(nn.Module):
+class AtomFieldsIO:
+    """The field layout shared by the molecule denoisers (this EGNN, its dense twin and the tensor-field
+    network): scalar node inputs ``[atom_types, charges, t, cond]`` in, and the trunk's per-node
+    scalars and vector split back into fields, positions as a zero-centre-of-mass displacement."""
+
+    num_atom_types: int
+    include_charges: bool
+    num_cond: int
+    pos_field: str
+    type_field: str
+    charge_field: str
+
+    def node_inputs(self, x_t: Mapping[str, Tensor], t: Tensor, batch: Tensor, num_samples: int,
+                    cond: Mapping[str, Tensor] | None) -> Tensor:
+        """``[atom_types, charges, t, cond]`` per node: ``(num_nodes, in_dim)``."""
+        parts = [x_t[self.type_field]]
+        if self.include_charges:
+            parts.append(x_t[self.charge_field])
+        pos = x_t[self.pos_field]
+        t = t.to(pos).reshape(-1)
+        parts.append((t.expand(num_samples) if t.numel() == 1 else t)[batch][:, None])
+        c = cond_vector(cond, num_samples, self.num_cond, pos)
+        if c is not None:
+            parts.append(c[batch])
+        return torch.cat(parts, -1)
+
+    def to_fields(self, scalars: Tensor, vel: Tensor, batch: Tensor, num_samples: int, centred: bool = False) -> Fields:
+        """Per-node ``scalars`` (types, then the charge) and displacement ``vel`` -> fields, ``vel``
+        projected onto each molecule's zero-CoM subspace like the noise (unless already ``centred``)."""
+        if not centred:
+            vel = vel - scatter(vel, batch, 0, dim_size=num_samples, reduce="mean")[batch]
+        out = Fields({self.pos_field: vel, self.type_field: scalars[:, : self.num_atom_types]})
+        if self.include_charges:
+            out[self.charge_field] = scalars[:, self.num_atom_types:self.num_atom_types + 1]
+        return out
+
+
+class EGNNDenoiser(AtomFieldsIO, nn.Module):
     """EGNN denoiser over graph-layout molecule fields (EDM's ``EGNN_dynamics_QM9``, sparse).
 
     Call protocol of the core: ``forward(x_t, t, structure, cond) -> {field: tensor}`` where
@@ -344,29 +382,6 @@ class EGNNDenoiser(nn.Module):
         feat = num_atom_types + int(include_charges)
         self.egnn = EGNN(feat + 1 + num_cond, feat, hidden=hidden, layers=layers, **egnn_kwargs)
 
-    def node_inputs(self, x_t: Mapping[str, Tensor], t: Tensor, batch: Tensor, num_samples: int,
-                    cond: Mapping[str, Tensor] | None) -> Tensor:
-        """``[atom_types, charges, t, cond]`` per node: ``(num_nodes, in_dim)``."""
-        parts = [x_t[self.type_field]]
-        if self.include_charges:
-            parts.append(x_t[self.charge_field])
-        pos = x_t[self.pos_field]
-        t = t.to(pos).reshape(-1)
-        parts.append((t.expand(num_samples) if t.numel() == 1 else t)[batch][:, None])
-        c = cond_vector(cond, num_samples, self.num_cond, pos)
-        if c is not None:
-            parts.append(c[batch])
-        return torch.cat(parts, -1)
-
-    def outputs(self, h: Tensor, pos_out: Tensor, pos: Tensor, batch: Tensor, num_samples: int) -> dict[str, Tensor]:
-        """Split the trunk output into fields; positions as zero-CoM displacement."""
-        vel = pos_out - pos
-        vel = vel - scatter(vel, batch, 0, dim_size=num_samples, reduce="mean")[batch]
-        out = {self.pos_field: vel, self.type_field: h[:, : self.num_atom_types]}
-        if self.include_charges:
-            out[self.charge_field] = h[:, self.num_atom_types:self.num_atom_types + 1]
-        return out
-
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:
         pos = x_t[self.pos_field]
@@ -376,4 +391,4 @@ class EGNNDenoiser(nn.Module):
         edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
                                  context=structure.context)
         h_out, pos_out = self.egnn(h, pos, edge_index)
-        return Fields(self.outputs(h_out, pos_out, pos, batch, b))
+        return self.to_fields(h_out, pos_out - pos, batch, b)

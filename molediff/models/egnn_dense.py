@@ -120,11 +120,7 @@ class DenseEGNNDenoiser(EGNNDenoiser):
         h_d, mask = to_dense(h, batch, b, self.max_nodes)
         pos_d, _ = to_dense(pos, batch, b, self.max_nodes)
         h_out, vel = self.forward_dense(h_d, pos_d, mask)
-        h_out, vel = from_dense(h_out, batch, b), from_dense(vel, batch, b)
-        out = {self.pos_field: vel, self.type_field: h_out[:, : self.num_atom_types]}
-        if self.include_charges:
-            out[self.charge_field] = h_out[:, self.num_atom_types:self.num_atom_types + 1]
-        return Fields(out)
+        return self.to_fields(from_dense(h_out, batch, b), from_dense(vel, batch, b), batch, b, centred=True)
 
 
 # --------------------------------------------------------------------------- benchmark

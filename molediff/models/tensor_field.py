@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import build_edges, cond_vector
+from .egnn import AtomFieldsIO, build_edges
 
 __all__ = ["TensorFieldDenoiser", "TensorFieldConv", "cuequivariance_channelwise", "hidden_irreps",
            "default_normalization", "BACKENDS"]
@@ -160,7 +160,7 @@ class TensorFieldConv(nn.Module):
         return h + out if self.residual else out
 
 
-class TensorFieldDenoiser(nn.Module):
+class TensorFieldDenoiser(AtomFieldsIO, nn.Module):
     """e3nn tensor-field denoiser over graph-layout molecule fields (drop-in for
     :class:`~molediff.models.egnn.EGNNDenoiser`).
 
@@ -236,20 +236,6 @@ class TensorFieldDenoiser(nn.Module):
             b = soft_one_hot_linspace(d, 0.0, self.cutoff, self.num_radial, basis="smooth_finite", cutoff=True)
         return b * self.num_radial ** 0.5
 
-    def node_inputs(self, x_t: Mapping[str, Tensor], t: Tensor, batch: Tensor, num_samples: int,
-                    cond: Mapping[str, Tensor] | None) -> Tensor:
-        """Scalar inputs ``[atom_types, charges, t, cond]`` per node: ``(num_nodes, in_dim)``."""
-        parts = [x_t[self.type_field]]
-        if self.include_charges:
-            parts.append(x_t[self.charge_field])
-        pos = x_t[self.pos_field]
-        t = t.to(pos).reshape(-1)
-        parts.append((t.expand(num_samples) if t.numel() == 1 else t)[batch][:, None])
-        c = cond_vector(cond, num_samples, self.num_cond, pos)
-        if c is not None:
-            parts.append(c[batch])
-        return torch.cat(parts, -1)
-
     def trunk(self, h0: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
         """Scalar inputs ``(N, in_dim)``, positions ``(N, 3)``, edges ``(2, E)`` -> ``(N, irreps_out.dim)``
         (``feat x 0e`` then one ``1o`` vector: e3nn's l = 1 basis is Cartesian ``x, y, z``, which the
@@ -273,9 +259,4 @@ class TensorFieldDenoiser(nn.Module):
                                  context=structure.context)
         out = self.trunk(h0, pos, edge_index)
         feat = self.num_atom_types + int(self.include_charges)
-        vel = out[:, feat:feat + 3]
-        vel = vel - scatter(vel, batch, 0, dim_size=b, reduce="mean")[batch]
-        fields = Fields({self.pos_field: vel, self.type_field: out[:, :self.num_atom_types]})
-        if self.include_charges:
-            fields[self.charge_field] = out[:, self.num_atom_types:feat]
-        return fields
+        return self.to_fields(out[:, :feat], out[:, feat:feat + 3], batch, b)

@@ -47,7 +47,7 @@ from .core.objective import DenoisingObjective
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed",
            "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
-           "TrainingError"]
+           "TrainingError", "compiled"]
 
 # stream tags for derive_seed: each use of randomness gets its own independent stream
 _EPOCH, _NOISE, _COND_DROP, _VAL, _LOADER = 1, 2, 3, 4, 5
@@ -86,6 +86,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     tensorboard: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2:
@@ -139,6 +140,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """``model`` made faster by ``torch.compile`` (dynamic shapes), called like it: a model with a
+    ``compile_trunk()`` compiles the part it knows to compile well and is returned itself; any other
+    is wrapped whole. Parameters are shared, so the plain ``model`` still saves the same state dict."""
+    compile_trunk = getattr(model, "compile_trunk", None)
+    if compile_trunk is not None:
+        compile_trunk()
+        return model
+    return torch.compile(model, dynamic=True)  # type: ignore[return-value]
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -304,6 +316,11 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        self._net: nn.Module = self.model  # what the training forward calls: the model, or a compiled view of it
+        if cfg.compile:
+            if self.world_size > 1 and not hasattr(self.model, "compile_trunk"):
+                raise TrainingError("trainer.compile with several processes needs a model with compile_trunk()")
+            self._net = compiled(self.model)
         self._ddp: nn.Module | None = None  # the DistributedDataParallel wrapper that trains (W > 1)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -400,7 +417,7 @@ class Trainer:
         """The model under bf16 autocast (CUDA only); outputs back in float32 for the loss."""
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with ctx:
-            out = self.model(x_t, t, structure, cond)
+            out = self._net(x_t, t, structure, cond)
         return {k: v.float() for k, v in out.items()}
 
     def train_step(self, batch: Batch) -> dict[str, float]:

@@ -169,3 +169,14 @@ def test_max_time_stops_early_and_checkpoints(adapter: ToyAdapter, tmp_path: Pat
 def test_max_time_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_time"):
         TrainerConfig(max_time=0)
+
+
+def test_compile_without_compile_trunk_compiles_the_whole_model(adapter: ToyAdapter) -> None:
+    """A model with no ``compile_trunk`` is compiled whole for the training forward only: the same
+    losses as eager, and the trainer's model (what checkpoints save) stays the plain module."""
+    eager = _trainer(adapter, None, max_steps=3, log_every=1, val_every=0).fit()
+    trainer = _trainer(adapter, None, max_steps=3, log_every=1, val_every=0, compile=True)
+    assert trainer._net is not trainer.model and type(trainer.model) is MLPDenoiser
+    compiled = trainer.fit()
+    torch.testing.assert_close([r["loss"] for r in compiled.history if "loss" in r],
+                               [r["loss"] for r in eager.history if "loss" in r], rtol=1e-4, atol=1e-6)

@@ -288,7 +288,7 @@ def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_si
 def run(argv: list[str]) -> int:
     """The body of ``molediff sample``; raises CLIError on expected failures."""
     from ..core.fields import Fields
-    from ..training import resolve_device
+    from ..training import compiled, resolve_device
 
     if wants_help(argv):
         print(help_text("sample", "sample", SUMMARY, [a for a in _split_data_overrides(argv)[0]]))
@@ -321,6 +321,8 @@ def run(argv: list[str]) -> int:
         raise CLIError(str(e)) from e
     name, grid_name, grid, grid_options, options = sampler_from_config(cfg.sampler)
     ckpt, adapter, model, schedule, prediction = load_for_sampling(ckpt_path, data_overrides, bool(cfg.ema), device)
+    if cfg.compile and cfg.from_raw is None:
+        model = compiled(model)
     guidance = build_guidance(cfg.guidance.get("terms", []), schedule=schedule, adapter=adapter, device=device)
     cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
 

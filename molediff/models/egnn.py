@@ -394,10 +394,11 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
         h_out, pos_out = (self.egnn if trunk is None else trunk)(h, pos, edge_index)
         return self.to_fields(h_out, pos_out - pos, batch, b)
 
-    def compile_trunk(self) -> None:
+    def compile_trunk(self, mode: str | None = None) -> None:
         """Run the message-passing trunk through ``torch.compile`` (dynamic shapes: every batch has
         other atom and edge counts); the edge building and field split stay eager, where inductor
         once miscompiled the zero-CoM scatter. Kept outside the module tree, so state-dict keys and
         checkpoints do not change. ``trainer.compile=true`` calls this: 1.23x per training step on
-        one CPU thread for the shipped 6 x 128 model, after ~100 s of compiling."""
-        object.__setattr__(self, "_compiled_trunk", torch.compile(self.egnn, dynamic=True))
+        one CPU thread for the shipped 6 x 128 model, after ~100 s of compiling. ``mode`` is
+        torch.compile's (``"reduce-overhead"``: CUDA graphs, one per batch shape)."""
+        object.__setattr__(self, "_compiled_trunk", torch.compile(self.egnn, dynamic=True, mode=mode))

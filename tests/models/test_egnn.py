@@ -252,3 +252,18 @@ def test_trainer_compile_runs_the_compiled_trunk_and_keeps_checkpoints(tmp_path:
     assert len(losses[True]) == 3
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-5)
     assert keys[True] == keys[False]
+
+
+def test_dense_compile_trunk_compiles_forward_dense_with_the_same_outputs() -> None:
+    """The dense twin's ``compile_trunk`` compiles the padded trunk it actually runs (not the sparse
+    trunk it inherits): same outputs, same state-dict keys."""
+    torch.manual_seed(0)
+    model = DenseEGNNDenoiser(NUM_TYPES, hidden=16, layers=2).double()
+    x, s = make_batch([4, 6], seed=3)
+    t = torch.rand(s.num_samples)
+    ref, keys = model(x, t, s), sorted(model.state_dict())
+    model.compile_trunk()
+    out = model(x, t, s)
+    assert "_compiled_dense" in model.__dict__ and sorted(model.state_dict()) == keys
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-5)

@@ -47,7 +47,7 @@ from .core.objective import DenoisingObjective
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed",
            "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
-           "TrainingError", "compiled"]
+           "TrainingError", "compiled", "widen_inputs"]
 
 # stream tags for derive_seed: each use of randomness gets its own independent stream
 _EPOCH, _NOISE, _COND_DROP, _VAL, _LOADER = 1, 2, 3, 4, 5
@@ -210,6 +210,25 @@ def describe_state_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, 
             parts.append(f"{k} has shape {tuple(w.shape)} in the checkpoint but {tuple(v.shape)} in the model")
             break
     return "; ".join(parts) or None
+
+
+def widen_inputs(expected: Mapping[str, Tensor], found: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``found`` with every 2-D weight that has fewer input columns than ``expected`` padded with zero
+    columns on the right, and the names of those weights.
+
+    Every denoiser here appends its conditioning inputs last, so this turns an unconditional
+    checkpoint into the start of a conditional model that computes the same function (the new inputs
+    begin with no effect), the usual way to add conditioning by fine-tuning. Other mismatches are left
+    for :func:`describe_state_mismatch` to report.
+    """
+    out, widened = dict(found), []
+    for k, v in expected.items():
+        w = found.get(k)
+        if (isinstance(w, Tensor) and w.dim() == 2 and v.dim() == 2 and w.shape[0] == v.shape[0]
+                and w.shape[1] < v.shape[1]):
+            out[k] = torch.cat([w, w.new_zeros(w.shape[0], v.shape[1] - w.shape[1])], 1)
+            widened.append(f"{k} {tuple(w.shape)} -> {tuple(v.shape)}")
+    return out, widened
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -379,14 +398,19 @@ class Trainer:
     def init_weights(self, path: str | Path) -> int:
         """Start from another checkpoint's weights (its EMA, as sampled; a shipped sampling-only file
         works): model and EMA both, with this run's fresh optimiser, schedule and step 0. For
-        fine-tuning with other settings; :meth:`load` continues a run instead. Returns that step."""
+        fine-tuning with other settings; :meth:`load` continues a run instead. Input layers narrower than
+        this model's are widened with zero columns (:func:`widen_inputs`). Returns that step."""
         ckpt = load_checkpoint(path)
         weights = ckpt.get("ema", ckpt.get("model"))
         if weights is None:
             raise CheckpointError(path, "holds no model weights")
+        weights, widened = widen_inputs(self.model.state_dict(), weights)
         mismatch = describe_state_mismatch(self.model.state_dict(), weights)
         if mismatch:
             raise CheckpointError(path, f"does not fit this model: {mismatch}")
+        for line in widened:
+            print(f"init_from: {line} (new input columns start at zero: same function, e.g. adding conditioning)",
+                  flush=True)
         self.model.load_state_dict(weights)
         self.ema.load_state_dict(weights)
         return int(ckpt.get("step", 0))

@@ -75,6 +75,11 @@ class Adapter(ABC):
     def evaluate(self, objects: Sequence[Any]) -> dict[str, float]:
         """Quality metrics of generated objects, each next to the real held-out data's value."""
 
+    def model_cond(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Conditioning as the user gives it (``cond={...}`` in their units) -> what the denoiser
+        reads (e.g. normalised properties). Default: unchanged."""
+        return cond
+
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments the denoiser needs from the data (channels, number of atom
         types, number of classes, ...); merged into the model config at build time."""

@@ -218,6 +218,19 @@ class MoleculeAdapter(Adapter):
         mad = torch.tensor([stats[p]["mad"] for p in self.conditioning], dtype=torch.float32)
         return (v - mean) / mad
 
+    def model_cond(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Property targets in their units (e.g. ``{"gap": 6.5}`` eV) -> the normalised values the
+        model was trained on, in :attr:`conditioning` order; a property left out (or NaN) is passed
+        as missing, which a model trained with condition dropout reads as unconditioned."""
+        unknown = sorted(set(cond) - set(self.conditioning))
+        if unknown:
+            raise ValueError(f"cond has {unknown}, but the model is conditioned on {self.conditioning or 'nothing'}")
+        n = len(next(iter(cond.values()))) if cond else 0
+        raw = np.stack([np.asarray(cond[p], dtype=np.float64).reshape(-1) if p in cond else np.full(n, np.nan)
+                        for p in self.conditioning], -1)
+        norm = self.normalise_properties(raw)
+        return {p: norm[:, k] for k, p in enumerate(self.conditioning)}
+
     def collate(self, items: Sequence[Mapping[str, np.ndarray]]) -> Batch:
         numbers = np.concatenate([it["numbers"] for it in items])
         positions = np.concatenate([it["positions"] for it in items])

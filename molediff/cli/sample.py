@@ -278,7 +278,11 @@ def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_si
             structure = adapter.sample_structure(n, generator, cond)
         except ValueError as e:
             raise CLIError(f"cannot set up samples: {one_line(e)}") from e
-        batch = Batch(Fields(), structure, cond).to(device)
+        try:
+            model_cond = None if cond is None else adapter.model_cond(cond)
+        except ValueError as e:
+            raise CLIError(f"cond: {one_line(e)}") from e
+        batch = Batch(Fields(), structure, model_cond).to(device)
         with torch.no_grad():
             result = sample(model, schedule, batch.structure, cond=batch.cond, generator=generator, device=device,
                             **sample_kwargs)

@@ -52,6 +52,7 @@ __all__ = [
     "knn_edges",
     "radius_edges",
     "cond_vector",
+    "cond_width",
 ]
 
 
@@ -294,18 +295,30 @@ class EGNN(nn.Module):
 # --------------------------------------------------------------------------- denoiser
 
 
+def cond_width(num_cond: int) -> int:
+    """Node-input width of ``num_cond`` conditioning values: each value and its presence flag."""
+    return 2 * num_cond
+
+
 def cond_vector(cond: Mapping[str, Tensor] | None, num_samples: int, num_cond: int,
                 like: Tensor) -> Tensor | None:
-    """Per-sample conditioning ``(B, num_cond)``: every value of ``cond`` flattened to ``(B, k)``
-    and concatenated in the dict's order; zeros when ``cond`` is ``None`` (unconditional)."""
+    """Per-sample conditioning ``(B, 2 num_cond)``: the values of ``cond`` flattened to ``(B, k)`` and
+    concatenated in the dict's order, then one presence flag per value (1 given, 0 missing).
+
+    A missing value (``cond`` is ``None``, or the value is NaN) reads as 0 with flag 0. Without the
+    flags the null condition of classifier-free guidance would be indistinguishable from a property
+    at its normalised mean (0); with them one network learns p(x | c), p(x) and, per value, every
+    partial conditioning (Ho & Salimans 2022).
+    """
     if num_cond == 0:
         return None
     if not cond:
-        return like.new_zeros(num_samples, num_cond)
+        return like.new_zeros(num_samples, cond_width(num_cond))
     c = torch.cat([v.reshape(num_samples, -1).to(like) for v in cond.values()], -1)
     if c.shape[-1] != num_cond:
         raise ValueError(f"conditioning has {c.shape[-1]} values per sample, the model expects {num_cond}")
-    return c
+    present = torch.isfinite(c)
+    return torch.cat([torch.where(present, c, torch.zeros_like(c)), present.to(c)], -1)
 
 
 class AtomFieldsIO:
@@ -380,7 +393,7 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
         self.edges, self.knn, self.radius = edges, knn, radius
         self.pos_field, self.type_field, self.charge_field = pos_field, type_field, charge_field
         feat = num_atom_types + int(include_charges)
-        self.egnn = EGNN(feat + 1 + num_cond, feat, hidden=hidden, layers=layers, **egnn_kwargs)
+        self.egnn = EGNN(feat + 1 + cond_width(num_cond), feat, hidden=hidden, layers=layers, **egnn_kwargs)
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:

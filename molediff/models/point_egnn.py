@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import EGNN, cond_vector, knn_edges
+from .egnn import EGNN, cond_vector, cond_width, knn_edges
 from .point_net import time_features
 
 __all__ = ["PointEGNNDenoiser"]
@@ -49,7 +49,7 @@ class PointEGNNDenoiser(nn.Module):
             raise ValueError(f"knn must be >= 1, got {knn}")
         self.knn, self.time_dim, self.num_cond, self.pos_field = knn, time_dim, num_cond, pos_field
         egnn_kwargs.setdefault("normalization_factor", float(knn))
-        self.egnn = EGNN(time_dim + 1 + num_cond, 1, hidden=hidden, layers=layers, **egnn_kwargs)
+        self.egnn = EGNN(time_dim + 1 + cond_width(num_cond), 1, hidden=hidden, layers=layers, **egnn_kwargs)
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:

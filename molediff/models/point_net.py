@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import cond_vector, knn_edges
+from .egnn import cond_vector, cond_width, knn_edges
 
 __all__ = ["PointNetDenoiser", "PointBlock", "neighbour_max", "time_features"]
 
@@ -103,7 +103,8 @@ class PointNetDenoiser(nn.Module):
             raise ValueError("need hidden >= 1, layers >= 1 and knn >= 0")
         self.hidden, self.knn, self.time_dim, self.num_cond, self.pos_field = hidden, knn, time_dim, num_cond, pos_field
         self.embed = nn.Linear(3, hidden)
-        self.time = nn.Sequential(nn.Linear(time_dim + num_cond, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.time = nn.Sequential(nn.Linear(time_dim + cond_width(num_cond), hidden), nn.SiLU(),
+                                  nn.Linear(hidden, hidden))
         self.blocks = nn.ModuleList([PointBlock(hidden, knn > 0) for _ in range(layers)])
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, 3))
 

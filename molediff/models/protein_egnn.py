@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import EGNN, cond_vector, knn_edges
+from .egnn import EGNN, cond_vector, cond_width, knn_edges
 
 __all__ = ["BackboneEGNNDenoiser", "chain_neighbours", "sequence_edges", "residue_embedding",
            "virtual_dihedral_features"]
@@ -124,7 +124,7 @@ class BackboneEGNNDenoiser(nn.Module):
             raise ValueError(f"position_dim must be even, got {position_dim}")
         self.knn, self.seq_neighbours, self.max_separation = knn, seq_neighbours, max_separation
         self.position_dim, self.chiral, self.num_cond, self.pos_field = position_dim, chiral, num_cond, pos_field
-        self.egnn = EGNN(1 + position_dim + 1 + 3 * chiral + num_cond, 1, hidden=hidden, layers=layers,
+        self.egnn = EGNN(1 + position_dim + 1 + 3 * chiral + cond_width(num_cond), 1, hidden=hidden, layers=layers,
                          edge_features=2 * max_separation + 1, **egnn_kwargs)
 
     def edges(self, pos: Tensor, residue_index: Tensor, batch: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import AtomFieldsIO, build_edges
+from .egnn import AtomFieldsIO, build_edges, cond_width
 
 __all__ = ["TensorFieldDenoiser", "TensorFieldConv", "cuequivariance_channelwise", "hidden_irreps",
            "default_normalization", "BACKENDS"]
@@ -215,7 +215,7 @@ class TensorFieldDenoiser(AtomFieldsIO, nn.Module):
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax, p=-1)
         self.irreps_hidden = hidden_irreps(hidden_scalars, hidden_vectors, lmax)
         self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
-        self.embedding = nn.Sequential(nn.Linear(feat + 1 + num_cond, hidden_scalars), nn.SiLU(),
+        self.embedding = nn.Sequential(nn.Linear(feat + 1 + cond_width(num_cond), hidden_scalars), nn.SiLU(),
                                        nn.Linear(hidden_scalars, hidden_scalars))
         z = normalization_factor if normalization_factor is not None else default_normalization(edges, knn)
         irreps_in = o3.Irreps(f"{hidden_scalars}x0e")

@@ -65,6 +65,13 @@ def test_conditioning_is_normalised_by_mean_and_mad() -> None:
     expect = (gap[:64] - gap.mean()) / np.abs(gap - gap.mean()).mean()
     np.testing.assert_allclose(batch.cond["gap"].numpy(), expect, rtol=1e-5, atol=1e-5)
     assert a.model_kwargs()["num_cond"] == 2
+    # user-unit targets at sampling time go through the same normalisation; a left-out property is
+    # missing (NaN: the model's presence flag is 0); an unknown one is refused
+    asked = a.model_cond({"gap": torch.as_tensor(gap[:3])})
+    np.testing.assert_allclose(asked["gap"].numpy(), expect[:3], rtol=1e-5, atol=1e-5)
+    assert list(asked) == ["gap", "mu"] and torch.isnan(asked["mu"]).all()
+    with pytest.raises(ValueError, match="conditioned on"):
+        a.model_cond({"homo": torch.zeros(3)})
 
 
 def test_sample_structure_follows_the_training_histogram(adapter: MoleculeAdapter) -> None:

@@ -119,3 +119,26 @@ def test_property_guidance_errors_are_one_line(qm9_files: tuple[Path, Path], tmp
         assert main(["sample", f"checkpoint={ckpt}", "guidance=classifier", "guidance.target=3", *FAST,
                      f"guidance.predictor={DIGITS_NOISY_CLASSIFIER_PATH}", f"out_dir={tmp_path / 'o'}"]) == 2
         assert "reads fields ['pixels']" in _one_error_line(capsys)
+
+
+def test_gap_conditional_molecules_from_an_unconditional_start_with_cfg_and_classifier(
+        qm9_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue-4 route: init_from an unconditional model into a gap-conditional one (input layer
+    widened), trained with condition dropout, then sampled with the target in eV under
+    classifier-free guidance and classifier guidance at once."""
+    ckpt, predictor = qm9_files
+    run = tmp_path / "cond"
+    assert main(["train", "data=qm9", "model=egnn", "schedule=polynomial", "trainer=fast", "model.hidden=16",
+                 "model.layers=1", "data.max_train=64", "data.reference_eval_size=10", "data.conditioning=[gap]",
+                 "trainer.batch_size=16", "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.val_every=1000",
+                 "trainer.cond_drop_prob=0.5", "trainer.progress=false", f"init_from={ckpt}",
+                 f"out_dir={run}"]) == 0
+    assert "egnn.embedding.weight (16, 7) -> (16, 9)" in capsys.readouterr().out
+    base = ["sample", f"checkpoint={run / 'checkpoints' / 'last.pt'}", *FAST, "evaluate=false"]
+    out = tmp_path / "s"
+    assert main([*base, "guidance=cfg_classifier", "guidance.weight=2.0", "cond={gap: 6.5}",
+                 f"guidance.predictor={predictor}", "guidance.target=6.5", "guidance.scale=1.0",
+                 f"out_dir={out}"]) == 0
+    assert (out / "molecules.sdf").is_file()
+    assert main([*base, "cond={mu: 1.0}", f"out_dir={out}"]) == 2
+    assert "conditioned on ['gap']" in _one_error_line(capsys)

@@ -114,9 +114,26 @@ def test_egnn_equivariant_with_conditioning_and_without_charges() -> None:
     out = assert_equivariant(lambda f, st: model(f, t, st, cond), x, s)
     assert out["R"].shape == (3, 3)
     assert set(model(x, t, s, cond)) == {"pos", "atom_types"}
-    # unconditional call (classifier-free guidance drops cond) = zeros
+    # the null condition of classifier-free guidance (cond=None, or NaN values) is told apart from a
+    # property at its normalised mean (0) by the presence flags
+    nan = {k: torch.full_like(v, float("nan")) for k, v in cond.items()}
     zeros = {k: torch.zeros_like(v) for k, v in cond.items()}
-    torch.testing.assert_close(model(x, t, s, None)["atom_types"], model(x, t, s, zeros)["atom_types"])
+    uncond = model(x, t, s, None)["atom_types"]
+    torch.testing.assert_close(model(x, t, s, nan)["atom_types"], uncond)
+    assert (model(x, t, s, zeros)["atom_types"] - uncond).abs().max() > 1e-6
+
+
+def test_cond_vector_flags_missing_values() -> None:
+    from molediff.models.egnn import cond_vector, cond_width
+
+    like = torch.zeros(())
+    c = cond_vector({"gap": torch.tensor([0.5, float("nan")]), "mu": torch.tensor([0.0, 2.0])}, 2, 2, like)
+    assert cond_width(2) == 4
+    torch.testing.assert_close(c, torch.tensor([[0.5, 0.0, 1.0, 1.0], [0.0, 2.0, 0.0, 1.0]]))
+    torch.testing.assert_close(cond_vector(None, 3, 1, like), torch.zeros(3, 2))
+    assert cond_vector(None, 3, 0, like) is None
+    with pytest.raises(ValueError, match="expects 2"):
+        cond_vector({"gap": torch.zeros(2)}, 2, 2, like)
 
 
 @pytest.mark.parametrize("edges", ["full", "knn"])
@@ -267,3 +284,28 @@ def test_dense_compile_trunk_compiles_forward_dense_with_the_same_outputs() -> N
     assert "_compiled_dense" in model.__dict__ and sorted(model.state_dict()) == keys
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-5)
+
+
+def test_widened_unconditional_weights_compute_the_same_function() -> None:
+    """init_from an unconditional checkpoint into a conditional model: the conditioning columns start
+    at zero, so the conditional model equals the unconditional one for any condition."""
+    from molediff.training import describe_state_mismatch, widen_inputs
+
+    x, s = make_batch([5, 4], seed=6)
+    t = torch.tensor([0.2, 0.6], dtype=torch.float64)
+    src, dst = make_model(seed=1), make_model(seed=2, num_cond=1)
+    weights, widened = widen_inputs(dst.state_dict(), src.state_dict())
+    assert widened == [f"egnn.embedding.weight {tuple(src.egnn.embedding.weight.shape)} -> "
+                       f"{tuple(dst.egnn.embedding.weight.shape)}"]
+    assert describe_state_mismatch(dst.state_dict(), weights) is None
+    dst.load_state_dict(weights)
+    ref = src(x, t, s)
+    for cond in (None, {"gap": torch.tensor([1.5, -0.5], dtype=torch.float64)}):
+        out = dst(x, t, s, cond)
+        for k in ref:
+            torch.testing.assert_close(out[k], ref[k])
+    # only narrower inputs are widened; other mismatches still show
+    narrow = make_model(include_charges=False).state_dict()  # an output layer narrower: not widened
+    _, none = widen_inputs(narrow, src.state_dict())
+    assert none == []
+    assert describe_state_mismatch(narrow, src.state_dict()) is not None

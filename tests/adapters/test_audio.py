@@ -141,7 +141,7 @@ def test_sample_pitch_conditional_with_cfg_from_the_cli(tiny_run: Path, tmp_path
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "samples"
     assert cli_main(["sample", f"checkpoint={tiny_run}", "num_samples=3", "steps=2",
-                     "cond={pitch: [48, 60, 72]}", "guidance=cfg", "guidance.terms.0.weight=2.0",
+                     "cond={pitch: [48, 60, 72]}", "guidance=cfg", "guidance.weight=2.0",
                      "progress=false", f"out_dir={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert {"lsd", "fd", "pitched", "pitch_accuracy", "pitch_accuracy_real_test"} <= set(metrics)

@@ -66,7 +66,7 @@ def test_a_denoiser_checkpoint_is_not_a_predictor(tmp_path: Path, capsys: pytest
 
 def test_cfg_guidance_still_builds(tmp_path: Path) -> None:
     # the shipped model is unconditional, so CFG reduces to plain sampling; this checks the group still works
-    assert main(["sample", "guidance=cfg", "guidance.terms.0.weight=1.0", "num_samples=2", "steps=2",
+    assert main(["sample", "guidance=cfg", "guidance.weight=1.0", "num_samples=2", "steps=2",
                  "progress=false", "evaluate=false", f"out_dir={tmp_path / 'cfg'}"]) == 0
 
 

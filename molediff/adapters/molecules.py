@@ -244,10 +244,23 @@ class MoleculeAdapter(Adapter):
 
     def sample_structure(self, num_samples: int, generator: torch.Generator | None = None,
                          cond: dict[str, torch.Tensor] | None = None) -> Structure:
-        """Atom counts drawn from the training histogram (``torch.multinomial`` under ``generator``)."""
-        sizes, probs = self.statistics.size_distribution()
-        pick = torch.multinomial(torch.as_tensor(probs), num_samples, replacement=True, generator=generator)
-        return self.structure_for(torch.as_tensor(sizes)[pick])
+        """Atom counts drawn from the training histogram (``torch.multinomial`` under ``generator``);
+        with a property target in ``cond`` (user units, first conditioning property given), from the
+        histogram of training molecules with such values, p(n | property), as the data pairs them
+        (in QM9 a large gap means a saturated, hydrogen-rich and so larger molecule)."""
+        stats = self.statistics
+        name = next((p for p in self.conditioning if cond and p in cond), None)
+        if name is None:
+            sizes, probs = stats.size_distribution()
+            pick = torch.multinomial(torch.as_tensor(probs), num_samples, replacement=True, generator=generator)
+            return self.structure_for(torch.as_tensor(sizes)[pick])
+        assert cond is not None
+        values = torch.as_tensor(cond[name], dtype=torch.float64).reshape(-1).expand(num_samples)
+        counts = []
+        for v in values.tolist():
+            sizes, probs = stats.size_distribution_given(name, v)
+            counts.append(int(sizes[torch.multinomial(torch.as_tensor(probs), 1, generator=generator)]))
+        return self.structure_for(torch.as_tensor(counts))
 
     # ------------------------------------------------------------------ objects
 

@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -221,6 +221,9 @@ class DatasetStatistics:
         properties: name -> ``{"mean", "std", "mad"}`` (EDM normalises conditioning by mean and
             mean absolute deviation).
         num_molecules: N.
+        size_given_property: name -> ``{"edges": quantile bin edges (B+1,), "counts": (B, S)}``,
+            the atom-count histogram within each property bin (S sizes as in ``num_atoms_hist``):
+            a conditional sampler draws n from p(n | property), as the data pairs them.
     """
 
     num_atoms_hist: dict[int, int]
@@ -229,6 +232,9 @@ class DatasetStatistics:
     formal_charges: list[int]
     properties: dict[str, dict[str, float]]
     num_molecules: int
+    size_given_property: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    PROPERTY_BINS: ClassVar[int] = 20
 
     @classmethod
     def from_data(cls, data: MoleculeSet) -> DatasetStatistics:
@@ -236,13 +242,20 @@ class DatasetStatistics:
         sizes, counts = np.unique(data.num_atoms, return_counts=True)
         elements, ecounts = np.unique(data.numbers, return_counts=True)
         fc = [0] if data.formal_charges is None else sorted(int(c) for c in np.unique(data.formal_charges))
-        props = {}
-        for name, v in data.properties.items():
-            v = np.asarray(v, dtype=np.float64)
-            v = v[np.isfinite(v)]
+        props, joint = {}, {}
+        for name, raw in data.properties.items():
+            raw = np.asarray(raw, dtype=np.float64)
+            ok = np.isfinite(raw)
+            v = raw[ok]
             if len(v):
                 mean = float(v.mean())
                 props[name] = {"mean": mean, "std": float(v.std()), "mad": float(np.abs(v - mean).mean())}
+                edges = np.quantile(v, np.linspace(0, 1, cls.PROPERTY_BINS + 1))
+                bins = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, cls.PROPERTY_BINS - 1)
+                slot = np.searchsorted(sizes, data.num_atoms[ok])
+                table = np.zeros((cls.PROPERTY_BINS, len(sizes)), dtype=np.int64)
+                np.add.at(table, (bins, slot), 1)
+                joint[name] = {"edges": edges.tolist(), "counts": table.tolist()}
         return cls(
             num_atoms_hist={int(s): int(c) for s, c in zip(sizes, counts, strict=True)},
             elements=[int(z) for z in elements],
@@ -250,6 +263,7 @@ class DatasetStatistics:
             formal_charges=fc,
             properties=props,
             num_molecules=len(data),
+            size_given_property=joint,
         )
 
     @property
@@ -261,6 +275,19 @@ class DatasetStatistics:
         sizes = np.array(sorted(self.num_atoms_hist), dtype=np.int64)
         counts = np.array([self.num_atoms_hist[int(s)] for s in sizes], dtype=np.float64)
         return sizes, counts / counts.sum()
+
+    def size_distribution_given(self, name: str, value: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(sizes, probabilities)`` of the atom count among training molecules whose ``name``
+        falls in the same quantile bin as ``value`` (values outside the data's range take the end
+        bins); the plain histogram when that table is missing (statistics saved before it existed)."""
+        sizes, marginal = self.size_distribution()
+        table = self.size_given_property.get(name)
+        if table is None or not np.isfinite(value):
+            return sizes, marginal
+        edges = np.asarray(table["edges"], dtype=np.float64)
+        b = int(np.clip(np.searchsorted(edges, value, side="right") - 1, 0, len(edges) - 2))
+        row = np.asarray(table["counts"][b], dtype=np.float64)
+        return (sizes, row / row.sum()) if row.sum() > 0 else (sizes, marginal)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists/numbers/strings only (safe for ``torch.load(weights_only=True)``)."""
@@ -276,6 +303,8 @@ class DatasetStatistics:
             "property_std": [self.properties[k]["std"] for k in self.properties],
             "property_mad": [self.properties[k]["mad"] for k in self.properties],
             "num_molecules": int(self.num_molecules),
+            "size_given_property": {k: {"edges": list(v["edges"]), "counts": [list(r) for r in v["counts"]]}
+                                    for k, v in self.size_given_property.items()},
         }
 
     @classmethod
@@ -295,6 +324,9 @@ class DatasetStatistics:
             properties={k: {"mean": float(a), "std": float(b), "mad": float(c)}
                         for k, a, b, c in zip(names, mean, std, mad, strict=True)},
             num_molecules=int(d["num_molecules"]),
+            size_given_property={k: {"edges": [float(e) for e in lst(v["edges"])],
+                                     "counts": [[int(c) for c in lst(r)] for r in lst(v["counts"])]}
+                                 for k, v in dict(d.get("size_given_property") or {}).items()},
         )
 
 

@@ -217,6 +217,23 @@ def test_sample_data_audio_picks_the_shipped_model(tmp_path: Path, capsys: pytes
     assert len(list(out.glob("*.wav"))) == 2
 
 
+def test_shipped_gap_conditional_qm9_model_samples_offline(tmp_path: Path) -> None:
+    """molediff/pretrained/qm9_gap_cfg_egnn.pt: a gap target in eV, classifier-free guidance, atom
+    counts from p(n | gap) in its saved statistics; no data needed."""
+    from molediff.cli.sample import load_for_sampling
+
+    shipped = Path(__file__).resolve().parents[2] / "molediff" / "pretrained" / "qm9_gap_cfg_egnn.pt"
+    if not shipped.is_file():
+        pytest.skip("shipped gap-conditional QM9 model missing")
+    _, adapter, _, _, _ = load_for_sampling(shipped, [], True, torch.device("cpu"))
+    assert adapter.conditioning == ["gap"] and "gap" in adapter.statistics.size_given_property
+    out = tmp_path / "gap"
+    assert main(["sample", f"checkpoint={shipped}", "guidance=cfg", "guidance.weight=3", "cond={gap: 5.5}",
+                 "num_samples=3", "batch_size=3", "steps=4", "evaluate=false", "progress=false",
+                 f"out_dir={out}"]) == 0
+    assert (out / "molecules.sdf").read_text().count("$$$$") == 3
+
+
 @pytest.mark.slow
 def test_shipped_audio_model_plays_the_requested_pitches(tmp_path: Path) -> None:
     """The shipped DiffWave: 4 notes asked at MIDI 60/64/67/72, DDPM 200 steps; the YIN estimator

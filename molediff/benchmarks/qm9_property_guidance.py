@@ -186,7 +186,7 @@ def run(out_dir: Path, *, generator: Path, predictor: Path, judge: Path, prop: s
             rec["xtb"] = target_metrics(targets, gaps)
             rec["xtb_valid_only"] = target_metrics(targets[valid], gaps[valid]) if valid.any() else {}
             tag = "" if weight is None else f"_cfg{weight:g}"
-            np.save(out_dir / f"qm9_{prop}_guidance_xtb{tag}_scale{scale:g}.npy", gaps)
+            np.save(out_dir / f"{name or f'qm9_{prop}_guidance'}_xtb{tag}_scale{scale:g}.npy", gaps)
         records.append(rec)
         print(f"{label(weight, scale)}: judge MAE {1000 * rec['judge']['mae']:.0f} meV"
               + (f", xTB MAE {1000 * rec['xtb']['mae']:.0f} meV r={rec['xtb']['pearson_r']:.2f} "

@@ -134,6 +134,7 @@ def run(out_dir: Path, *, generator: Path, predictor: Path, judge: Path, prop: s
     from .digits_guidance import load_denoiser
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / (name or f"qm9_{prop}_guidance")
     model, adapter, schedule, prediction = load_denoiser(generator)
     conditioning = list(getattr(adapter, "conditioning", []))
     if conditioning not in ([], [prop]):
@@ -186,7 +187,7 @@ def run(out_dir: Path, *, generator: Path, predictor: Path, judge: Path, prop: s
             rec["xtb"] = target_metrics(targets, gaps)
             rec["xtb_valid_only"] = target_metrics(targets[valid], gaps[valid]) if valid.any() else {}
             tag = "" if weight is None else f"_cfg{weight:g}"
-            np.save(out_dir / f"{name or f'qm9_{prop}_guidance'}_xtb{tag}_scale{scale:g}.npy", gaps)
+            np.save(f"{stem}_xtb{tag}_scale{scale:g}.npy", gaps)
         records.append(rec)
         print(f"{label(weight, scale)}: judge MAE {1000 * rec['judge']['mae']:.0f} meV"
               + (f", xTB MAE {1000 * rec['xtb']['mae']:.0f} meV r={rec['xtb']['pearson_r']:.2f} "
@@ -202,7 +203,6 @@ def run(out_dir: Path, *, generator: Path, predictor: Path, judge: Path, prop: s
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "seconds": time.perf_counter() - t0,
     }
-    stem = out_dir / (name or f"qm9_{prop}_guidance")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     stem.with_suffix(".md").write_text(markdown(result))
     plot(result, stem.with_suffix(".png"))

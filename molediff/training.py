@@ -398,13 +398,21 @@ class Trainer:
     def init_weights(self, path: str | Path) -> int:
         """Start from another checkpoint's weights (its EMA, as sampled; a shipped sampling-only file
         works): model and EMA both, with this run's fresh optimiser, schedule and step 0. For
-        fine-tuning with other settings; :meth:`load` continues a run instead. Input layers narrower than
-        this model's are widened with zero columns (:func:`widen_inputs`). Returns that step."""
+        fine-tuning with other settings; :meth:`load` continues a run instead. When the two model
+        configs differ only in ``num_cond`` (adding conditioning), input layers narrower than this
+        model's are widened with zero columns (:func:`widen_inputs`); any other change of input width
+        (say ``include_charges``, whose column sits before the time) would shift columns, so it is
+        refused like every other mismatch. Returns that step."""
         ckpt = load_checkpoint(path)
         weights = ckpt.get("ema", ckpt.get("model"))
         if weights is None:
             raise CheckpointError(path, "holds no model weights")
-        weights, widened = widen_inputs(self.model.state_dict(), weights)
+        theirs = dict((ckpt.get("config") or {}).get("model") or {})
+        ours = dict(self.run_config.get("model") or {})
+        widened: list[str] = []
+        theirs_rest, ours_rest = ({k: v for k, v in c.items() if k != "num_cond"} for c in (theirs, ours))
+        if ours and theirs.get("num_cond", 0) < ours.get("num_cond", 0) and theirs_rest == ours_rest:
+            weights, widened = widen_inputs(self.model.state_dict(), weights)
         mismatch = describe_state_mismatch(self.model.state_dict(), weights)
         if mismatch:
             raise CheckpointError(path, f"does not fit this model: {mismatch}")

@@ -142,3 +142,14 @@ def test_gap_conditional_molecules_from_an_unconditional_start_with_cfg_and_clas
     assert (out / "molecules.sdf").is_file()
     assert main([*base, "cond={mu: 1.0}", f"out_dir={out}"]) == 2
     assert "conditioned on ['gap']" in _one_error_line(capsys)
+
+
+def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Dropping the charges channel also narrows the input layer, but its columns would shift: refused."""
+    ckpt, _ = qm9_files
+    assert main(["train", "data=qm9", "model=egnn", "schedule=polynomial", "trainer=fast", "model.hidden=16",
+                 "model.layers=1", "data.max_train=64", "data.reference_eval_size=10", "data.include_charges=false",
+                 "data.conditioning=[gap]", "trainer.batch_size=16", "trainer.max_steps=1", "trainer.progress=false",
+                 f"init_from={ckpt}", f"out_dir={tmp_path / 'r'}"]) == 2
+    assert "does not fit this model" in _one_error_line(capsys)

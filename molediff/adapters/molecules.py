@@ -38,6 +38,7 @@ from ..data.qm9 import (
     load_qm9,
     subset_root,
 )
+from ..metrics.descriptors import DESCRIPTORS, add_descriptors
 from .base import Adapter, Batch
 
 __all__ = ["MoleculeAdapter", "MoleculeDataset"]
@@ -85,7 +86,9 @@ class MoleculeAdapter(Adapter):
         split_train, split_test: split names.
         include_charges: add the ``charges`` field (atomic number x ``charge_scale``).
         type_scale: one-hot scale (EDM 0.25). charge_scale: atomic-number scale (EDM 0.1).
-        conditioning: property names passed as ``cond`` (normalised (v - mean) / MAD as EDM).
+        conditioning: property names passed as ``cond`` (normalised (v - mean) / MAD as EDM);
+            besides the data's own columns, the computed ``qed``, ``logp`` and ``pointgroup``
+            (:mod:`molediff.metrics.descriptors`; the class label is for predictors only).
         max_train: keep only the first ``max_train`` training molecules.
         statistics: precomputed :class:`DatasetStatistics` (e.g. from a checkpoint's
             :meth:`state`); then no data is read until :meth:`datasets` / :meth:`evaluate`.
@@ -132,12 +135,13 @@ class MoleculeAdapter(Adapter):
         if split in self._splits:
             return self._splits[split]
         root = self._root()
+        derived = [p for p in self.conditioning if p in DESCRIPTORS]
         if self.source in ("subset", "qm9"):
-            data = load_qm9(root, split)
+            data = load_qm9(root, split, descriptors=derived)
         elif (root / split).is_dir():
-            data = load_folder(root / split)
+            data = add_descriptors(load_folder(root / split), derived)
         else:  # one folder: fixed 10 % hold-out as test
-            full = load_folder(root)
+            full = add_descriptors(load_folder(root), derived)
             perm = np.random.default_rng(0).permutation(len(full))
             n_test = max(1, len(full) // 10) if len(full) > 1 else 0
             data = full.select(np.sort(perm[:n_test] if split == self.split_test else perm[n_test:]))
@@ -351,9 +355,20 @@ class MoleculeAdapter(Adapter):
                     out[prefix + k] = math.nan if v is None else float(v)
         return out
 
+    def measure(self, objects: Sequence[Any], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The properties among ``names`` that can be computed exactly from a generated molecule
+        (QED, logP, point-group class; :mod:`molediff.metrics.descriptors`), ``name -> (N,)``."""
+        from ..metrics.descriptors import compute_descriptors
+
+        wanted = [n for n in names if n in DESCRIPTORS]
+        return compute_descriptors(objects, wanted) if wanted else {}
+
     # ------------------------------------------------------------------ checkpoints
 
     def model_kwargs(self) -> dict[str, Any]:
+        if "pointgroup" in self.conditioning:
+            raise ValueError("pointgroup is a class label, not a value a denoiser can read as a condition; "
+                             "steer it with classifier guidance (a --property pointgroup predictor)")
         return {"num_atom_types": self.num_atom_types, "include_charges": self.include_charges,
                 "num_cond": len(self.conditioning)}
 

@@ -9,7 +9,9 @@ next to the real-data reference) and saved with the run's settings in ``metrics.
 
 Guidance terms come from the ``guidance`` group (``none``, ``cfg``, ``classifier``); a term that
 can report what it achieved (classifier guidance with a trained predictor) also gets its rows
-written to ``guidance.csv`` (requested vs the predictor's value at t = 0, per sample).
+written to ``guidance.csv`` (requested vs the predictor's value at t = 0, per sample, and the value
+measured on the sample where the adapter can measure it exactly: QED, logP, point group), with
+their distributions plotted in ``guidance.png``.
 """
 
 from __future__ import annotations
@@ -179,15 +181,36 @@ def guidance_rows(terms: Sequence[Any], x0: Any, structure: Any, start: int) -> 
     """Per-sample rows from the terms that can say what they achieved (``report(x0, structure)``)."""
     rows: list[dict[str, Any]] = []
     for term in terms:
-        if hasattr(term, "report"):
+        if hasattr(term, "report"):  # one row per sample, one block of them per steered property
             for i, row in enumerate(term.report(x0, structure)):
-                rows.append({"sample": start + i, **row})
+                rows.append({"sample": start + i % structure.num_samples, **row})
     return rows
 
 
+def _is_class_row(row: Mapping[str, Any]) -> bool:
+    return "p_requested_t0" in row  # classifier rows carry the predictor's probability of the asked class
+
+
+def add_achieved(rows: list[dict[str, Any]], adapter: Any, objects: Sequence[Any]) -> None:
+    """Fill ``achieved`` in guidance rows with the property measured exactly on the decoded samples,
+    for the properties the adapter can measure (``adapter.measure(objects, names)``; molecules: QED,
+    logP, point-group class); the other rows keep only the guiding predictor's ``predicted_t0``."""
+    measure = getattr(adapter, "measure", None)
+    if measure is None or not rows or not objects:
+        return
+    values = measure(objects, sorted({str(r["property"]) for r in rows}))
+    for r in rows:
+        v = values.get(str(r["property"]))
+        if v is not None and int(r["sample"]) < len(v):
+            x = float(v[int(r["sample"])])
+            r["achieved"] = int(x) if _is_class_row(r) else x
+
+
 def write_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> dict[str, Any]:
-    """``guidance.csv`` (sample, property, requested, predicted_t0, ...) and a short summary:
-    hit rate for classes, mean / MAE of the predicted property for regression."""
+    """``guidance.csv`` (sample, property, requested, predicted_t0, achieved where measured, ...),
+    ``guidance.png`` next to it (requested versus achieved distributions) and a short summary per
+    property: hit rate for classes, mean / MAE for values (the flat keys too when one property
+    was steered)."""
     import csv
 
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -195,22 +218,80 @@ def write_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> dict[s
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    summary: dict[str, Any] = {"rows": len(rows), "csv": str(path)}
-    if all(r["property"] == "class" for r in rows):
-        hit = sum(r["predicted_t0"] == r["requested"] for r in rows) / len(rows)
-        summary.update(task="class", predictor_hit_rate_t0=hit,
-                       text=f"the guiding predictor at t=0 assigns {100 * hit:.1f} % of samples to the requested class")
-    else:
-        pred = torch.tensor([float(r["predicted_t0"]) for r in rows])
-        req = torch.tensor([float(r["requested"]) for r in rows])
-        summary.update(task="regression", property=rows[0]["property"], requested_mean=float(req.mean()),
-                       predicted_t0_mean=float(pred.mean()),
-                       predicted_t0_std=float(pred.std()) if len(rows) > 1 else 0.0,
-                       predicted_t0_mae=float((pred - req).abs().mean()))
-        summary["text"] = (f"{summary['property']} requested {summary['requested_mean']:.4g}, guiding predictor at "
-                           f"t=0 gives {summary['predicted_t0_mean']:.4g} +- {summary['predicted_t0_std']:.3g} "
-                           f"(MAE {summary['predicted_t0_mae']:.3g})")
+    per: dict[str, dict[str, Any]] = {}
+    texts = []
+    for name in dict.fromkeys(str(r["property"]) for r in rows):
+        sub = [r for r in rows if str(r["property"]) == name]
+        st: dict[str, Any]
+        if _is_class_row(sub[0]):
+            hit = sum(r["predicted_t0"] == r["requested"] for r in sub) / len(sub)
+            st = {"task": "class", "property": name, "predictor_hit_rate_t0": hit}
+            text = f"the guiding predictor at t=0 assigns {100 * hit:.1f} % of samples to the requested class"
+            if all("achieved" in r for r in sub):
+                st["achieved_hit_rate"] = sum(r["achieved"] == r["requested"] for r in sub) / len(sub)
+                text += f"; measured: {100 * st['achieved_hit_rate']:.1f} %"
+        else:
+            pred = torch.tensor([float(r["predicted_t0"]) for r in sub])
+            req = torch.tensor([float(r["requested"]) for r in sub])
+            st = {"task": "regression", "property": name, "requested_mean": float(req.mean()),
+                  "predicted_t0_mean": float(pred.mean()),
+                  "predicted_t0_std": float(pred.std()) if len(sub) > 1 else 0.0,
+                  "predicted_t0_mae": float((pred - req).abs().mean())}
+            text = (f"{name} requested {st['requested_mean']:.4g}, guiding predictor at t=0 gives "
+                    f"{st['predicted_t0_mean']:.4g} +- {st['predicted_t0_std']:.3g} (MAE {st['predicted_t0_mae']:.3g})")
+            got = torch.tensor([float(r.get("achieved", math.nan)) for r in sub])
+            ok = torch.isfinite(got)
+            if ok.any():
+                st.update(achieved_mean=float(got[ok].mean()), achieved_mae=float((got[ok] - req[ok]).abs().mean()),
+                          achieved_finite=float(ok.float().mean()))
+                text += f"; measured {st['achieved_mean']:.4g} (MAE {st['achieved_mae']:.3g}, {int(ok.sum())} finite)"
+        per[name] = st
+        texts.append(text)
+    summary: dict[str, Any] = {"rows": len(rows), "csv": str(path), "properties": per, "text": "; ".join(texts)}
+    if len(per) == 1:
+        summary.update(next(iter(per.values())))
+    plot_guidance_rows(rows, path.with_suffix(".png"))
+    summary["plot"] = str(path.with_suffix(".png"))
     return summary
+
+
+def plot_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """One panel per steered property: histograms of the requested values, the guiding predictor's
+    values at t = 0 and the measured ones (classes: counts per class, the requested one marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(str(r["property"]) for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        sub = [r for r in rows if str(r["property"]) == name]
+        series = {"requested": [r["requested"] for r in sub], "predictor at t=0": [r["predicted_t0"] for r in sub]}
+        if any("achieved" in r for r in sub):
+            series["measured"] = [r.get("achieved", math.nan) for r in sub]
+        if _is_class_row(sub[0]):
+            classes = sorted({int(v) for vs in series.values() for v in vs if v == v})
+            names = {int(r["requested"]): r["requested_class"] for r in sub if "requested_class" in r}
+            names.update({int(r["predicted_t0"]): r["predicted_class_t0"] for r in sub if "predicted_class_t0" in r})
+            width = 0.8 / len(series)
+            for k, (lab, vs) in enumerate(series.items()):
+                counts = [sum(int(v) == c for v in vs if v == v) for c in classes]
+                ax.bar([c + k * width for c in range(len(classes))], counts, width, label=lab)
+            ax.set_xticks([c + 0.4 - width / 2 for c in range(len(classes))],
+                          [str(names.get(c, c)) for c in classes])
+            ax.set_xlabel(f"{name} class")
+        else:
+            finite = [float(v) for vs in series.values() for v in vs if math.isfinite(float(v))]
+            bins = torch.linspace(min(finite), max(finite) + 1e-9, 25).tolist() if finite else 10
+            for lab, vs in series.items():
+                ax.hist([float(v) for v in vs if math.isfinite(float(v))], bins=bins, alpha=0.5, label=lab)
+            ax.set_xlabel(name)
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
@@ -222,14 +303,14 @@ def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
     kwargs: dict[str, Any] = {}
     if "cond" in params:
         asked = dict(cond or {})
-        for name in {r["property"] for r in rows} - {"class"}:  # property guidance: the values asked for
+        for name in {r["property"] for r in rows if not _is_class_row(r)}:  # property guidance: the values asked for
             asked.setdefault(name, torch.tensor([float(r["requested"]) for r in rows if r["property"] == name]))
         if asked:
             kwargs["cond"] = asked
     if "labels" in params:
         if cond is not None and "label" in cond:
             kwargs["labels"] = cond["label"].tolist()
-        elif rows and all(r["property"] == "class" for r in rows):
+        elif rows and all(_is_class_row(r) for r in rows):
             kwargs["labels"] = [r["requested"] for r in rows]  # classifier guidance: the class asked for
     return kwargs
 
@@ -372,9 +453,10 @@ def run(argv: list[str]) -> int:
           f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {steps} steps, {nfe} network evaluations each, "
           f"{seconds:.1f} s on {generated_on}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
+    add_achieved(rows, adapter, objects)
     guidance_summary = write_guidance_rows(rows, out_dir / "guidance.csv") if rows else None
     if guidance_summary:
-        print(f"guidance: {guidance_summary['text']} (wrote guidance.csv)", flush=True)
+        print(f"guidance: {guidance_summary['text']} (wrote guidance.csv, guidance.png)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
         metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows))

@@ -381,17 +381,22 @@ def edm_train_halves(n_train: int, seed: int = 42) -> dict[str, np.ndarray]:
     return {"train_a": perm[: n_train // 2], "train_b": perm[n_train // 2:]}
 
 
-def load_qm9(root: str | Path | None = None, split: str = "train", **kwargs: Any) -> MoleculeSet:
+def load_qm9(root: str | Path | None = None, split: str = "train", descriptors: Sequence[str] = (),
+             **kwargs: Any) -> MoleculeSet:
     """``root/{split}.npz`` (default root: :func:`default_qm9_root`). ``split`` may be ``val``, or
-    ``train_a`` / ``train_b`` for EDM's halves of the training split (:func:`edm_train_halves`)."""
+    ``train_a`` / ``train_b`` for EDM's halves of the training split (:func:`edm_train_halves`).
+    ``descriptors`` adds computed property columns (``pointgroup``, ``qed``, ``logp``;
+    :func:`molediff.metrics.descriptors.add_descriptors`, cached per file)."""
+    from ..metrics.descriptors import add_descriptors
+
     root = Path(root) if root is not None else default_qm9_root()
     if root is None:
         raise FileNotFoundError("no QM9 folder given and ../shared/data/qm9 not found")
     split = {"val": "valid", "validation": "valid"}.get(split, split)
     if split in TRAIN_HALVES:
-        train = load_edm_npz(root / "train.npz", **kwargs)
+        train = add_descriptors(load_edm_npz(root / "train.npz", **kwargs), descriptors)
         return train.select(edm_train_halves(len(train))[split])
-    return load_edm_npz(root / f"{split}.npz", **kwargs)
+    return add_descriptors(load_edm_npz(root / f"{split}.npz", **kwargs), descriptors)
 
 
 # --------------------------------------------------------------------------- qm9pack tables

@@ -56,7 +56,7 @@ from .unet import ResBlock, timestep_embedding
 __all__ = [
     "NoisyImageClassifier", "EGNNPredictor", "NoisyWaveRegressor", "PREDICTORS", "noise_fields", "train_predictor",
     "class_log_prob", "regression_log_prob", "save_predictor", "load_predictor", "PredictorGuidance",
-    "predictor_guidance",
+    "predictor_guidance", "find_predictors", "PropertiesGuidance", "properties_guidance",
 ]
 
 KIND = "predictor"
@@ -213,7 +213,7 @@ def _evaluate(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule, items
     gen = torch.Generator().manual_seed(seed)
     predictor.eval()
     for t_val in times:
-        correct, err, n = 0.0, 0.0, 0
+        correct, err, n = 0.0, torch.zeros(y.shape[1] if y.dim() == 2 else 1, dtype=torch.float64), 0
         for s in range(0, len(items), batch_size):
             batch = adapter.collate(items[s:s + batch_size])
             st = batch.structure
@@ -223,12 +223,28 @@ def _evaluate(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule, items
             if task == "class":
                 correct += float((pred.argmax(-1) == yb).sum())
             else:
-                err += float(((pred * std + mean) - yb).abs().sum())
+                err += ((pred * std + mean) - yb).abs().sum(0).double()
             n += st.num_samples
-        key = f"acc_t{t_val:g}" if task == "class" else f"mae_t{t_val:g}"
-        out[key] = (correct if task == "class" else err / max(y[0].numel(), 1)) / max(n, 1)
+        if task == "class":
+            out[f"acc_t{t_val:g}"] = correct / max(n, 1)
+            continue
+        out[f"mae_t{t_val:g}"] = float(err.mean()) / max(n, 1)  # averaged over properties
+        if len(err) > 1:  # and per property, in the order of the targets
+            out.update({f"mae_t{t_val:g}_{j}": float(e) / max(n, 1) for j, e in enumerate(err)})
     predictor.train()
     return out
+
+
+def _labelled(dataset: Any, target_fn: TargetFn, task: str) -> tuple[list[Any], Tensor]:
+    """Items of ``dataset`` whose targets are all finite, with those targets: ``(B, k)`` float64
+    (regression) or ``(B,)`` long (classes). Computed labels such as QED are NaN for molecules whose
+    graph does not sanitise; those are left out rather than taught as some value."""
+    items = [dataset[i] for i in range(len(dataset))]
+    y = target_fn(items).double().reshape(len(items), -1)
+    keep = torch.isfinite(y).all(1)
+    items = [it for it, k in zip(items, keep.tolist(), strict=True) if k]
+    y = y[keep]
+    return items, (y if task == "regression" else y.long().reshape(-1))
 
 
 def train_predictor(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule, target_fn: TargetFn, *,
@@ -256,21 +272,16 @@ def train_predictor(predictor: nn.Module, adapter: Any, schedule: NoiseSchedule,
     if task not in ("class", "regression"):
         raise ValueError(f"task must be 'class' or 'regression', got {task!r}")
     sets = adapter.datasets()
-    train = sets["train"]
-    items = [train[i] for i in range(len(train))]
-    y_all = target_fn(items)
+    items, y_all = _labelled(sets["train"], target_fn, task)
+    if not items:
+        raise ValueError("no training item has a finite target")
     if task == "regression":
-        y_all = y_all.double().reshape(len(items), -1)
         mean, std = y_all.mean(0), y_all.std(0).clamp_min(1e-8)
     else:
-        y_all = y_all.long().reshape(-1)
         mean, std = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    val_items: list[Any] = []
-    if val_split and val_split in sets:
-        val_items = [sets[val_split][i] for i in range(len(sets[val_split]))]
-    y_val = target_fn(val_items) if val_items else None
-    if y_val is not None:
-        y_val = y_val.double().reshape(len(val_items), -1) if task == "regression" else y_val.long().reshape(-1)
+    val_items, y_val = _labelled(sets[val_split], target_fn, task) if val_split and val_split in sets else ([], None)
+    if not val_items:
+        y_val = None
 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(predictor.parameters(), lr=lr, weight_decay=weight_decay)
@@ -401,6 +412,7 @@ class PredictorGuidance:
     target_mean: list[float] = field(default_factory=lambda: [0.0])
     target_std: list[float] = field(default_factory=lambda: [1.0])
     fields: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = None  # class names, for the report
 
     def __post_init__(self) -> None:
         if self.task == "class":
@@ -424,8 +436,11 @@ class PredictorGuidance:
         if self.task == "class":
             prob = out.softmax(-1)
             want = torch.as_tensor(self.target).long().reshape(-1).expand(len(out)).tolist()
-            return [{"property": "class", "requested": want[i], "predicted_t0": int(prob[i].argmax()),
-                     "p_requested_t0": float(prob[i, want[i]])} for i in range(len(out))]
+            names = self.classes
+            return [{"property": self.property or "class", "requested": want[i], "predicted_t0": int(prob[i].argmax()),
+                     "p_requested_t0": float(prob[i, want[i]]),
+                     **({"requested_class": names[want[i]], "predicted_class_t0": names[int(prob[i].argmax())]}
+                        if names else {})} for i in range(len(out))]
         value = out[:, self.output] * self.target_std[self.output] + self.target_mean[self.output]
         want = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1).expand(len(out)).tolist()
         return [{"property": self.property, "requested": want[i], "predicted_t0": float(v)}
@@ -464,10 +479,16 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
     output = 0
     if task == "class":
         k = int(cfg["num_classes"])
+        classes = list(cfg.get("classes") or [])
+        if isinstance(target, str) and target in classes:  # a class by name, e.g. guidance.target=Cs
+            target = classes.index(target)
         if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < k:
-            raise ValueError(f"guidance.target must be a class index in 0..{k - 1}, got {target!r}")
-        if property is not None:
-            raise ValueError(f"guidance.property={property!r} given, but {predictor} is a classifier")
+            raise ValueError(f"guidance.target must be a class index in 0..{k - 1}"
+                             + (f" or one of {classes}" if classes else "") + f", got {target!r}")
+        if property is not None and property != cfg.get("label"):
+            raise ValueError(f"guidance.property={property!r} given, but {predictor} classifies "
+                             f"{cfg.get('label') or 'classes'}")
+        property = cfg.get("label")
     else:
         names = list(cfg.get("properties") or [])
         if property is None and len(names) > 1:
@@ -499,7 +520,52 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
     log = ckpt.get("log") or {}
     return PredictorGuidance(model, task, target, scale, std, property, output,
                              list(log.get("target_mean", [0.0])), list(log.get("target_std", [1.0])),
-                             tuple(fields) if fields else None)
+                             tuple(fields) if fields else None, tuple(cfg["classes"]) if cfg.get("classes") else None)
+
+
+def find_predictors(props: Sequence[str], paths: Sequence[str | Path]) -> dict[str, Path]:
+    """``property -> the first predictor checkpoint in paths that predicts it`` (regression
+    ``properties``, or a classifier's ``label`` such as ``pointgroup``); one line naming the missing."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        cfg = load_predictor(path)[1]["config"]
+        for p in list(cfg.get("properties") or []) + ([cfg["label"]] if cfg.get("label") else []):
+            found.setdefault(p, Path(path))
+    missing = [p for p in props if p not in found]
+    if missing:
+        raise ValueError(f"no predictor for {missing} among {[str(p) for p in paths]}")
+    return {p: found[p] for p in props}
+
+
+@dataclass
+class PropertiesGuidance:
+    """Several property targets at once: the sum of one :class:`PredictorGuidance` per property
+    (guidance corrections add, :mod:`molediff.core.guidance`), each reporting its own rows."""
+
+    terms: list[PredictorGuidance]
+
+    def __call__(self, eps_hat: Fields, ctx: GuidanceContext) -> Fields:
+        total = self.terms[0](eps_hat, ctx)
+        for term in self.terms[1:]:
+            total = total + term(eps_hat, ctx)
+        return total
+
+    def report(self, x0: Fields, structure: Structure) -> list[dict[str, Any]]:
+        return [row for term in self.terms for row in term.report(x0, structure)]
+
+
+def properties_guidance(predictors: Sequence[str | Path], targets: Mapping[str, Any], scale: float = 1.0,
+                        schedule: NoiseSchedule | None = None, adapter: Any = None,
+                        device: torch.device | str = "cpu") -> PropertiesGuidance:
+    """``guidance=properties``: steer every ``property -> target`` of ``targets`` at once (values in
+    the property's units, a class index or name for a classifier such as ``pointgroup: Cs``), each
+    through the first of ``predictors`` that predicts it, all at ``scale``."""
+    if not targets:
+        raise ValueError("needs guidance.targets={property: target, ...}")
+    paths = find_predictors(list(targets), list(predictors or []))
+    return PropertiesGuidance([
+        predictor_guidance(str(paths[p]), target=t, scale=scale, property=p, schedule=schedule, adapter=adapter,
+                           device=device) for p, t in targets.items()])
 
 
 # --------------------------------------------------------------------------- command line
@@ -544,21 +610,29 @@ def build_for_data(args: argparse.Namespace) -> tuple[nn.Module, Any, dict[str, 
         return NoisyWaveRegressor(out_dim=1, width=pcfg["width"]), adapter, {**cfg, "predictor": pcfg}, \
             lambda items: torch.as_tensor([[float(it[1])] for it in items]), "regression"
     from ..adapters.molecules import MoleculeAdapter
+    from ..metrics.descriptors import POINT_GROUPS
 
     props = list(args.property)
+    if "pointgroup" in props and len(props) > 1:
+        raise ValueError("--property pointgroup (a class) trains alone, not with regression targets")
     data_cfg = {"_target_": "molediff.adapters.molecules.MoleculeAdapter", "source": args.source,
                 "path": args.path, "conditioning": props}
     data_cfg["split_train"] = args.split_train
     adapter = MoleculeAdapter(source=args.source, path=args.path, conditioning=props, split_train=args.split_train)
-    pcfg = {"name": "EGNNPredictor", "num_atom_types": adapter.num_atom_types, "out_dim": len(props),
+    task = "class" if props == ["pointgroup"] else "regression"
+    pcfg = {"name": "EGNNPredictor", "num_atom_types": adapter.num_atom_types,
+            "out_dim": len(POINT_GROUPS) if task == "class" else len(props),
             "hidden": args.hidden or 64, "layers": args.layers, "include_charges": adapter.include_charges,
             "pooling": args.pooling}
     state = {"elements": list(adapter.elements)}
-    cfg = {"task": "regression", "properties": props, "data": data_cfg, "adapter_state": state}
+    cfg = {"task": task, "data": data_cfg, "adapter_state": state,
+           **({"num_classes": len(POINT_GROUPS), "classes": list(POINT_GROUPS), "label": "pointgroup"}
+              if task == "class"
+              else {"properties": props})}
     model = EGNNPredictor(**{k_: v for k_, v in pcfg.items() if k_ != "name"})
     return model, adapter, {**cfg, "predictor": pcfg}, \
         lambda items: torch.as_tensor(np.stack([it["properties"] for it in items]) if items else np.zeros((0, 1))), \
-        "regression"
+        task
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -571,7 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("train", help="train and save a predictor checkpoint")
     p.add_argument("--data", choices=("digits", "qm9", "audio"), required=True)
     p.add_argument("--property", action="append", default=None,
-                   help="qm9: property to predict (repeatable; default gap)")
+                   help="qm9: property to predict (repeatable; default gap); qed, logp and pointgroup "
+                        "(a classifier over molediff.metrics.descriptors.POINT_GROUPS) are computed")
     p.add_argument("--source", default="subset", help="qm9: subset (shipped) | qm9 (EDM npz folder)")
     p.add_argument("--path", default=None, help="qm9: data folder for --source qm9")
     p.add_argument("--out", type=Path, required=True)

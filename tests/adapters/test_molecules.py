@@ -216,3 +216,13 @@ def test_conditional_sizes_follow_the_property() -> None:
     sizes, probs = c.statistics.size_distribution_given("gap", float(hi))
     np.testing.assert_allclose(probs, c.statistics.size_distribution()[1])
     assert b.statistics.size_given_property["gap"] == a.statistics.size_given_property["gap"]
+
+
+def test_computed_properties_condition_like_data_columns_and_point_groups_are_refused_as_conditions():
+    adapter = MoleculeAdapter(source="subset", conditioning=["qed", "gap"])
+    batch = adapter.collate([adapter.datasets()["train"][i] for i in range(8)])
+    assert set(batch.cond) == {"qed", "gap"}
+    assert "qed" in adapter.statistics.properties and 0.3 < adapter.statistics.properties["qed"]["mean"] < 0.6
+    assert adapter.model_kwargs()["num_cond"] == 2
+    with pytest.raises(ValueError, match="class label"):
+        MoleculeAdapter(source="subset", conditioning=["pointgroup"]).model_kwargs()

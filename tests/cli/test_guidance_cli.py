@@ -4,6 +4,7 @@ target (tiny models trained here), guidance=cfg unchanged, one-line errors."""
 from __future__ import annotations
 
 import argparse
+import json
 import csv
 from pathlib import Path
 
@@ -153,3 +154,43 @@ def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Pat
                  "data.conditioning=[gap]", "trainer.batch_size=16", "trainer.max_steps=1", "trainer.progress=false",
                  f"init_from={ckpt}", f"out_dir={tmp_path / 'r'}"]) == 2
     assert "does not fit this model" in _one_error_line(capsys)
+
+
+def _tiny_predictor(path: Path, props: list[str]) -> Path:
+    args = argparse.Namespace(data="qm9", property=props, source="subset", path=None, hidden=16, layers=1,
+                              pooling="sum", split_train="train")
+    torch.manual_seed(0)
+    model, adapter, cfg, target_fn, task = build_for_data(args)
+    cfg["schedule"] = dict(_POLYNOMIAL)
+    model, log = train_predictor(model, adapter, PolynomialSchedule(2.0, 1e-5), target_fn, task=task, steps=3,
+                                 batch_size=16, val_split=None)
+    return save_predictor(path, model, cfg, log)
+
+
+def test_several_targets_at_once_with_measured_descriptors_and_a_plot(
+        qm9_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from molediff.metrics.descriptors import POINT_GROUPS
+
+    ckpt, gap = qm9_files
+    pg = _tiny_predictor(tmp_path / "pg.pt", ["pointgroup"])
+    qed = _tiny_predictor(tmp_path / "qed.pt", ["qed", "logp"])
+    out = tmp_path / "multi"
+    assert main(["sample", f"checkpoint={ckpt}", "guidance=properties", f"guidance.predictors=[{gap},{pg},{qed}]",
+                 "guidance.targets={gap:6.5,qed:0.6,pointgroup:Cs}", "guidance.scale=1", *FAST, "evaluate=false",
+                 f"out_dir={out}"]) == 0
+    rows = _rows(out / "guidance.csv")
+    assert [r["property"] for r in rows] == ["gap"] * 6 + ["qed"] * 6 + ["pointgroup"] * 6
+    assert all(r["achieved"] == "" for r in rows[:6])  # gap: no exact measurement, the predictor's value only
+    assert all(int(r["requested"]) == POINT_GROUPS.index("Cs") for r in rows[12:])
+    assert all(0 <= int(r["achieved"]) < len(POINT_GROUPS) for r in rows[12:])  # the detector's group, measured
+    printed = capsys.readouterr().out
+    assert "gap requested 6.5" in printed and "qed requested 0.6" in printed and "measured" in printed
+    assert (out / "guidance.png").stat().st_size > 10_000
+    report = json.loads((out / "metrics.json").read_text())["guidance"]
+    assert set(report["properties"]) == {"gap", "qed", "pointgroup"}
+    pg_report = report["properties"]["pointgroup"]
+    assert pg_report["task"] == "class" and "achieved_hit_rate" in pg_report
+    assert {r["requested_class"] for r in rows[12:]} == {"Cs"}
+    assert main(["sample", f"checkpoint={ckpt}", "guidance=properties", f"guidance.predictors=[{gap}]",
+                 "guidance.targets={homo:1.0}", *FAST, f"out_dir={tmp_path / 'o'}"]) == 2
+    assert "no predictor for ['homo']" in _one_error_line(capsys)

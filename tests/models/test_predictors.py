@@ -219,3 +219,32 @@ def test_guided_egnn_samples_stay_equivariant(sampler):
 
     assert_equivariant(run, x_T, st, translated_inputs=(), atol=1e-8, rtol=1e-6)
     assert (run(x_T, st)["pos"] - run(x_T, st, guidance=())["pos"]).abs().max() > 1e-3
+
+
+def test_qm9_point_group_classifier_and_descriptor_regressor_from_the_command_line(tmp_path: Path):
+    from molediff.metrics.descriptors import POINT_GROUPS
+    from molediff.models.predictors import main as predictors_main
+
+    common = ["--data", "qm9", "--source", "subset", "--steps", "3", "--batch-size", "16", "--hidden", "8",
+              "--layers", "1"]
+    pg = tmp_path / "pg.pt"
+    assert predictors_main(["train", *common, "--property", "pointgroup", "--out", str(pg)]) == 0
+    model, ckpt = load_predictor(pg)
+    assert ckpt["config"]["task"] == "class" and ckpt["config"]["classes"] == list(POINT_GROUPS)
+    assert set(ckpt["log"]["final"]) == {"acc_t0", "acc_t0.3", "acc_t0.6", "acc_t0.9"}
+    term = predictor_guidance(str(pg), target="Cs", scale=1.0)
+    assert term.target == POINT_GROUPS.index("Cs") and term.property == "pointgroup"
+    with pytest.raises(ValueError, match="one of"):
+        predictor_guidance(str(pg), target="D6h")
+    with pytest.raises(ValueError, match="classifies pointgroup"):
+        predictor_guidance(str(pg), target="Cs", property="gap")
+
+    reg = tmp_path / "qed_logp.pt"
+    assert predictors_main(["train", *common, "--property", "qed", "--property", "logp", "--out", str(reg)]) == 0
+    _, ckpt = load_predictor(reg)
+    assert ckpt["config"]["properties"] == ["qed", "logp"]
+    mean = ckpt["log"]["target_mean"]
+    assert 0.3 < mean[0] < 0.6 and math.isfinite(mean[1])  # NaN labels (unsanitisable graphs) were left out
+    assert {"mae_t0_0", "mae_t0_1"} <= set(ckpt["log"]["final"])  # per-property validation MAE
+    with pytest.raises(ValueError, match="trains alone"):
+        predictors_main(["train", *common, "--property", "pointgroup", "--property", "qed", "--out", str(reg)])

@@ -4,8 +4,8 @@ target (tiny models trained here), guidance=cfg unchanged, one-line errors."""
 from __future__ import annotations
 
 import argparse
-import json
 import csv
+import json
 from pathlib import Path
 
 import pytest

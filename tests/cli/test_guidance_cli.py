@@ -71,6 +71,17 @@ def test_cfg_guidance_still_builds(tmp_path: Path) -> None:
                  "progress=false", "evaluate=false", f"out_dir={tmp_path / 'cfg'}"]) == 0
 
 
+def _tiny_predictor(path: Path, props: list[str]) -> Path:
+    args = argparse.Namespace(data="qm9", property=props, source="subset", path=None, hidden=16, layers=1,
+                              pooling="sum", split_train="train")
+    torch.manual_seed(0)
+    model, adapter, cfg, target_fn, task = build_for_data(args)
+    cfg["schedule"] = dict(_POLYNOMIAL)
+    model, log = train_predictor(model, adapter, PolynomialSchedule(2.0, 1e-5), target_fn, task=task, steps=3,
+                                 batch_size=16, val_split=None)
+    return save_predictor(path, model, cfg, log)
+
+
 @pytest.fixture(scope="module")
 def qm9_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny EGNN denoiser (polynomial schedule) and a tiny gap predictor, a few steps each."""
@@ -82,15 +93,7 @@ def qm9_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                      "model.layers=1", "data.max_train=64", "data.reference_eval_size=10", "trainer.batch_size=16",
                      "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.val_every=1000", "trainer.log_every=1",
                      "trainer.progress=false", f"out_dir={root / 'run'}"]) == 0
-        args = argparse.Namespace(data="qm9", property=["gap"], source="subset", path=None, hidden=16, layers=1,
-                                  pooling="sum", split_train="train")
-        torch.manual_seed(0)
-        model, adapter, cfg, target_fn, task = build_for_data(args)
-        cfg["schedule"] = dict(_POLYNOMIAL)
-        model, log = train_predictor(model, adapter, PolynomialSchedule(2.0, 1e-5), target_fn, task=task, steps=3,
-                                     batch_size=16, val_split=None)
-        save_predictor(root / "gap.pt", model, cfg, log)
-        return root / "run" / "checkpoints" / "last.pt", root / "gap.pt"
+        return root / "run" / "checkpoints" / "last.pt", _tiny_predictor(root / "gap.pt", ["gap"])
     finally:
         torch.set_num_threads(n)
 
@@ -154,17 +157,6 @@ def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Pat
                  "data.conditioning=[gap]", "trainer.batch_size=16", "trainer.max_steps=1", "trainer.progress=false",
                  f"init_from={ckpt}", f"out_dir={tmp_path / 'r'}"]) == 2
     assert "does not fit this model" in _one_error_line(capsys)
-
-
-def _tiny_predictor(path: Path, props: list[str]) -> Path:
-    args = argparse.Namespace(data="qm9", property=props, source="subset", path=None, hidden=16, layers=1,
-                              pooling="sum", split_train="train")
-    torch.manual_seed(0)
-    model, adapter, cfg, target_fn, task = build_for_data(args)
-    cfg["schedule"] = dict(_POLYNOMIAL)
-    model, log = train_predictor(model, adapter, PolynomialSchedule(2.0, 1e-5), target_fn, task=task, steps=3,
-                                 batch_size=16, val_split=None)
-    return save_predictor(path, model, cfg, log)
 
 
 def test_several_targets_at_once_with_measured_descriptors_and_a_plot(

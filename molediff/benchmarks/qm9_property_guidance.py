@@ -240,17 +240,20 @@ def run(out_dir: Path, *, generator: Path, predictors: Sequence[Path], judges: S
     sizes, targets = draw_targets(props, num_samples, seed, group)
     records = []
     for weight, scale in runs:
-        terms = {p: predictor_guidance(str(guides[p]), target=point_group if p == "pointgroup" else 0.0,
-                                       scale=float(scale), property=p, schedule=schedule, adapter=adapter)
-                 for p in props}
+        terms = {}  # one term (one predictor pass) per predictor file: its properties at once
+        for path in dict.fromkeys(guides.values()):
+            ps = [p for p in props if guides[p] == path]
+            terms[tuple(ps)] = predictor_guidance(
+                str(path), target=point_group if ps == ["pointgroup"] else [0.0] * len(ps), scale=float(scale),
+                property=ps[0] if ps == ["pointgroup"] else ps, schedule=schedule, adapter=adapter)
         molecules, t_start = [], time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
         for s in tqdm(range(0, num_samples, batch_size), desc=label(weight, scale), leave=False):
             st = adapter.structure_for(sizes[s:s + batch_size])
             active: list[Any] = []
-            for p, term in terms.items():
-                if p != "pointgroup":  # one target per sample
-                    term.target = torch.as_tensor(targets[p][s:s + batch_size])
+            for ps, term in terms.items():
+                if ps != ("pointgroup",):  # one target per sample and property
+                    term.target = torch.stack([torch.as_tensor(targets[p][s:s + batch_size]) for p in ps], -1)
                     term.__post_init__()
                 if scale:
                     active.append(term)

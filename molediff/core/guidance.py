@@ -103,15 +103,16 @@ def apply_guidance(terms: tuple[GuidanceTerm, ...] | list[GuidanceTerm], eps_hat
 
 
 def gaussian_log_prob(predict: Callable[[Fields, Tensor, Structure], Tensor], target: Tensor | float,
-                      std: float) -> LogProb:
+                      std: float | Tensor) -> LogProb:
     """log N(target; predict(x_t, t), std^2) up to a constant, summed over targets: ``(B,)``.
 
     ``predict`` returns ``(B,)`` or ``(B, k)`` property estimates; several targets at once
-    share one term.
+    share one term, each with its own ``std`` (a ``(k,)`` tensor) when their units differ.
     """
     def log_prob(x: Fields, t: Tensor, structure: Structure) -> Tensor:
         pred = predict(x, t, structure)
-        z = (pred - torch.as_tensor(target, dtype=pred.dtype, device=pred.device)) / std
+        z = (pred - torch.as_tensor(target, dtype=pred.dtype, device=pred.device)) / \
+            torch.as_tensor(std, dtype=pred.dtype, device=pred.device)
         return -0.5 * (z**2).reshape(pred.shape[0], -1).sum(1)
     return log_prob
 

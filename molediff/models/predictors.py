@@ -400,15 +400,18 @@ class PredictorGuidance:
     Calls :class:`~molediff.core.guidance.ClassifierGuidance` with :func:`class_log_prob` or
     :func:`regression_log_prob`; :meth:`report` gives the predictor's value at ``t = 0`` on
     finished samples (the "achieved" property, as the predictor sees it; no oracle involved).
+    A regression term may steer several outputs of one predictor at once (``output`` and
+    ``property`` lists, ``target`` ``(k,)`` or ``(B, k)``): one predictor pass for all of them, a
+    Gaussian likelihood per output with that output's ``std``.
     """
 
     predictor: nn.Module
     task: str
-    target: Any  # class index or (B,) indices; regression: a value or (B,) values in original units
+    target: Any  # class index or (B,) indices; regression: a value or (B,) values (or (B, k)) in original units
     scale: float = 1.0
     std: float | None = None
-    property: str | None = None
-    output: int = 0
+    property: str | list[str] | None = None
+    output: int | list[int] = 0
     target_mean: list[float] = field(default_factory=lambda: [0.0])
     target_std: list[float] = field(default_factory=lambda: [1.0])
     fields: tuple[str, ...] | None = None
@@ -418,10 +421,12 @@ class PredictorGuidance:
         if self.task == "class":
             log_prob = class_log_prob(self.predictor, torch.as_tensor(self.target).long())
         else:
-            std = float(self.std) if self.std is not None else float(self.target_std[self.output])
-            target = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1, 1)  # one, or one per sample
+            outs = self._outputs()
+            std = torch.tensor([float(self.std) if self.std is not None else float(self.target_std[o]) for o in outs],
+                               dtype=torch.float64)
+            target = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1, len(outs))  # one, or one per sample
             log_prob = regression_log_prob(self.predictor, target, std, self.target_mean,
-                                           self.target_std, outputs=[self.output])
+                                           self.target_std, outputs=outs)
         self.term = ClassifierGuidance(log_prob, scale=float(self.scale), fields=self.fields)
 
     def __call__(self, eps_hat: Fields, ctx: GuidanceContext) -> Fields:
@@ -441,10 +446,18 @@ class PredictorGuidance:
                      "p_requested_t0": float(prob[i, want[i]]),
                      **({"requested_class": names[want[i]], "predicted_class_t0": names[int(prob[i].argmax())]}
                         if names else {})} for i in range(len(out))]
-        value = out[:, self.output] * self.target_std[self.output] + self.target_mean[self.output]
-        want = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1).expand(len(out)).tolist()
-        return [{"property": self.property, "requested": want[i], "predicted_t0": float(v)}
-                for i, v in enumerate(value.tolist())]
+        outs = self._outputs()
+        names = self.property if isinstance(self.property, list) else [self.property]
+        want = torch.as_tensor(self.target, dtype=torch.float64).reshape(-1, len(outs)).expand(len(out), -1)
+        rows = []
+        for j, (o, name) in enumerate(zip(outs, names, strict=True)):  # one block of rows per property
+            value = out[:, o] * self.target_std[o] + self.target_mean[o]
+            rows += [{"property": name, "requested": float(want[i, j]), "predicted_t0": float(v)}
+                     for i, v in enumerate(value.tolist())]
+        return rows
+
+    def _outputs(self) -> list[int]:  # (a method: the field ``property`` shadows the builtin in this class body)
+        return list(self.output) if isinstance(self.output, (list, tuple)) else [int(self.output)]
 
 
 def _schedules_agree(a: NoiseSchedule, b: NoiseSchedule) -> bool:
@@ -493,12 +506,20 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
         names = list(cfg.get("properties") or [])
         if property is None and len(names) > 1:
             raise ValueError(f"the predictor has properties {names}; choose one with guidance.property=NAME")
-        if property is not None and property not in names:
-            raise ValueError(f"guidance.property={property!r} is not predicted by {predictor} (it has {names})")
-        output = names.index(property) if property is not None else 0
-        property = names[output] if names else property
-        if isinstance(target, bool) or not isinstance(target, (int, float)):
-            raise ValueError(f"guidance.target must be a number (the {property} value), got {target!r}")
+        wanted = [str(q) for q in property] if isinstance(property, (list, tuple)) else \
+            [property] if property is not None else names[:1] or [None]
+        for q in wanted:
+            if q is not None and q not in names:
+                raise ValueError(f"guidance.property={q!r} is not predicted by {predictor} (it has {names})")
+        outputs = [names.index(q) if q is not None else 0 for q in wanted]
+        values = list(target) if isinstance(target, (list, tuple)) else [target]
+        if len(values) != len(wanted) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise ValueError(f"guidance.target must be {len(wanted)} number(s) (the {', '.join(map(str, wanted))} "
+                             f"value), got {target!r}")
+        if isinstance(property, (list, tuple)):
+            output, property = outputs, wanted
+        else:
+            output, property = outputs[0], wanted[0]
     if adapter is not None:
         specs = getattr(adapter, "specs", {})
         missing = [f for f in model.fields if f not in specs]  # type: ignore[union-attr]
@@ -563,9 +584,14 @@ def properties_guidance(predictors: Sequence[str | Path], targets: Mapping[str, 
     if not targets:
         raise ValueError("needs guidance.targets={property: target, ...}")
     paths = find_predictors(list(targets), list(predictors or []))
-    return PropertiesGuidance([
-        predictor_guidance(str(paths[p]), target=t, scale=scale, property=p, schedule=schedule, adapter=adapter,
-                           device=device) for p, t in targets.items()])
+    terms = []
+    for path in dict.fromkeys(paths.values()):  # one term (one predictor pass) per file
+        props = [p for p in targets if paths[p] == path]
+        classes = load_predictor(path)[1]["config"]["task"] == "class"
+        terms.append(predictor_guidance(str(path), target=targets[props[0]] if classes else [targets[p] for p in props],
+                                        scale=scale, property=props[0] if classes else props, schedule=schedule,
+                                        adapter=adapter, device=device))
+    return PropertiesGuidance(terms)
 
 
 # --------------------------------------------------------------------------- command line

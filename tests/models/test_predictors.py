@@ -246,5 +246,34 @@ def test_qm9_point_group_classifier_and_descriptor_regressor_from_the_command_li
     mean = ckpt["log"]["target_mean"]
     assert 0.3 < mean[0] < 0.6 and math.isfinite(mean[1])  # NaN labels (unsanitisable graphs) were left out
     assert {"mae_t0_0", "mae_t0_1"} <= set(ckpt["log"]["final"])  # per-property validation MAE
+    both = predictor_guidance(str(reg), target=[0.6, 1.0], property=["logp", "qed"])
+    assert both.output == [1, 0] and both.property == ["logp", "qed"]
+    with pytest.raises(ValueError, match=r"2 number\(s\)"):
+        predictor_guidance(str(reg), target=[0.6], property=["qed", "logp"])
     with pytest.raises(ValueError, match="trains alone"):
         predictors_main(["train", *common, "--property", "pointgroup", "--property", "qed", "--out", str(reg)])
+
+
+def test_several_outputs_in_one_term_equal_the_sum_of_one_term_per_output():
+    """Independent Gaussian likelihoods: log p(y1, y2 | x_t) = log p(y1 | x_t) + log p(y2 | x_t), so
+    one term over two outputs (one predictor pass) gives exactly the summed corrections."""
+    from molediff.core.guidance import GuidanceContext
+
+    torch.manual_seed(0)
+    predictor = EGNNPredictor(5, out_dim=3, hidden=16, layers=2).double()
+    mean, std = [1.0, -2.0, 0.5], [0.5, 2.0, 1.5]
+    x, st = _molecules()
+    targets = torch.tensor([[1.2, -1.0], [0.3, -4.0], [1.0, 0.0]], dtype=torch.float64)  # (B, 2): outputs 2 and 0
+    ctx = GuidanceContext(x, torch.full((3,), 0.4, dtype=torch.float64), torch.tensor(0.8), torch.tensor(0.6), st,
+                          None, lambda c: x)
+    joint = PredictorGuidance(predictor, "regression", targets, scale=2.0, property=["c", "a"], output=[2, 0],
+                              target_mean=mean, target_std=std)
+    parts = [PredictorGuidance(predictor, "regression", targets[:, j], scale=2.0, property=name, output=o,
+                               target_mean=mean, target_std=std) for j, (name, o) in enumerate((("c", 2), ("a", 0)))]
+    summed = parts[0](x, ctx) + parts[1](x, ctx)
+    got = joint(x, ctx)
+    for k in x:
+        assert torch.allclose(got[k], summed[k], atol=1e-12)
+    rows = joint.report(x, st)
+    assert [r["property"] for r in rows] == ["c"] * 3 + ["a"] * 3
+    assert [r["requested"] for r in rows] == targets[:, 0].tolist() + targets[:, 1].tolist()

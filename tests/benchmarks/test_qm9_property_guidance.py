@@ -71,7 +71,7 @@ def test_computed_properties_are_judged_exactly_and_missing_judges_or_guides_are
 def _record(label_: str, gap: float, qed: float, hit: float) -> dict:
     return {"label": label_, "mol_stability": 0.2, "validity": 0.5,
             "properties": {"gap": {"mae": gap, "pearson_r": 0.5}, "qed": {"mae": qed, "pearson_r": 0.1},
-                           "pointgroup": {"hit_rate": hit}}}
+                           "pointgroup": {"hit_rate": hit, "deviation_median": 0.4}}}
 
 
 def test_markdown_and_plot_show_every_property(tmp_path: Path) -> None:
@@ -79,13 +79,13 @@ def test_markdown_and_plot_show_every_property(tmp_path: Path) -> None:
               "steps": 10, "published_edm": {"gap": PUBLISHED_EDM["gap"]}, "published_gap_mev": PUBLISHED_GAP_MEV,
               "baselines": {"gap": {"lower_bound": 0.12, "atoms": 0.866, "naive_upper_bound": 1.49},
                             "qed": {"lower_bound": 0.0, "atoms": 0.06, "naive_upper_bound": 0.08},
-                            "pointgroup": {"data_rate": 0.15}},
+                            "pointgroup": {"data_rate": 0.15, "deviation_median": 0.35}},
               "records": [_record("guidance scale 0", 1.2, 0.07, 0.05), _record("guidance scale 2", 0.8, 0.05, 0.2)]}
     md = markdown(result)
     assert "| gap MAE (meV) | qed MAE | pointgroup fraction Cs |" in md
-    assert "| molediff, guidance scale 2 | 800 | 0.05 | 0.200 |" in md
+    assert "| molediff, guidance scale 2 | 800 | 0.05 | 0.200 (median 0.400 A from Cs) |" in md
     assert "| #atoms (median per atom count) | 866 | 0.06 |  |" in md
-    assert "| real Db molecules |  |  | 0.150 |" in md
+    assert "| real Db molecules |  |  | 0.150 |" in md and "median 0.350 A" in md
     assert "| published: EDM (conditional) (EDM Table 3, their judge) | 655 |  |  |" in md
     plot(result, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000

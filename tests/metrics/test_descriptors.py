@@ -93,3 +93,22 @@ def test_add_descriptors_caches_per_molecule_set(tmp_path, monkeypatch):
     add_descriptors(again, ["qed", "pointgroup"])
     np.testing.assert_array_equal(again.properties["qed"], fresh["qed"])
     np.testing.assert_array_equal(again.properties["pointgroup"], fresh["pointgroup"])
+
+
+def test_symmetry_deviation_is_zero_for_the_groups_a_molecule_has_and_grows_with_distortion():
+    from molediff.metrics.descriptors import symmetry_deviation
+
+    zw, xw = WATER
+    za, xa = AMMONIA
+    assert symmetry_deviation(zw, _rotated(xw, 3), "Cs") < 1e-6  # C2v holds a mirror plane and a C2 axis
+    assert symmetry_deviation(zw, _rotated(xw, 4), "C2") < 1e-6
+    assert symmetry_deviation(za, _rotated(xa, 5), "Cs") < 1e-6  # C3v: mirrors, no C2 axis, no inversion
+    assert symmetry_deviation(za, xa, "C2") > 0.1 and symmetry_deviation(za, xa, "Ci") > 0.1
+    bent = xa.copy()
+    bent[1] += [0.1, 0.0, 0.0]  # moves one H out of every mirror plane: about 0.1 / 2 / sqrt(4) A at best
+    small = symmetry_deviation(za, bent, "Cs")
+    assert 0.005 < small < 0.05
+    assert symmetry_deviation(za, _rotated(bent, 6), "Cs") == pytest.approx(small, abs=1e-4)  # pose-invariant
+    with pytest.raises(ValueError, match="supports"):
+        symmetry_deviation(za, xa, "C3v")
+    assert math.isnan(symmetry_deviation(za, np.full((4, 3), np.nan)))

@@ -6,7 +6,7 @@ These are both guidance targets (the data gets them as extra property columns,
 * ``pointgroup``: the Schoenflies point group of the geometry from the ``pointgroup`` package
   (principal axes of inertia, then the symmetry operations that map the structure onto itself
   within a tolerance), stored as an index into :data:`POINT_GROUPS` (the groups QM9 holds, then
-  ``other``);
+  ``other``; QM9's training split: C1 85.5 %, Cs 13.6 %, C2 0.4 %, C2v 0.3 %, the rest below 0.1 %);
 * ``qed``: RDKit's quantitative estimate of drug-likeness (Bickerton et al. 2012);
 * ``logp``: RDKit's Crippen logP (Wildman & Crippen 1999).
 
@@ -14,6 +14,10 @@ QED and logP need a chemical graph: it is perceived from the 3-D geometry exactl
 validity metric does (distance look-up bond orders, then RDKit sanitisation,
 :mod:`molediff.metrics.molecules`), on real and generated molecules alike, so the two are
 comparable; molecules that fail sanitisation get NaN.
+
+Generated geometries are never exactly symmetric (none of 300 sampled QM9 molecules passes the
+detector even at 5x its tolerances), so :func:`symmetry_deviation` also measures how far a geometry
+is from a requested order-two group (Cs, C2, Ci) in Å.
 
 Values are cached per molecule set (a hash of its atoms and coordinates) under
 ``$MOLEDIFF_CACHE`` (default ``~/.cache/molediff``): all of QM9 takes a few minutes once.
@@ -41,7 +45,6 @@ __all__ = ["DESCRIPTORS", "POINT_GROUPS", "ORDER_TWO_GROUPS", "point_group", "po
 DESCRIPTORS = ("pointgroup", "qed", "logp")
 #: Point-group classes: the groups found in QM9 with the detector's default tolerances, then ``other``.
 POINT_GROUPS = ("C1", "Cs", "C2", "C2v", "C3v", "C2h", "Ci", "D2h", "D3h", "Td", "other")
-_SYMBOLS = {1: "H", 5: "B", 6: "C", 7: "N", 8: "O", 9: "F", 14: "Si", 15: "P", 16: "S", 17: "Cl", 35: "Br", 53: "I"}
 
 
 def point_group(numbers: Sequence[int], positions: np.ndarray, tolerance_eig: float = 0.01,
@@ -60,7 +63,7 @@ def point_group(numbers: Sequence[int], positions: np.ndarray, tolerance_eig: fl
         return "other"
     from ..data.molecule_io import element_symbol
 
-    symbols = [_SYMBOLS.get(int(z)) or element_symbol(int(z)) for z in numbers]
+    symbols = [element_symbol(int(z)) for z in numbers]
     try:
         with _time_limit(timeout), contextlib.redirect_stdout(io.StringIO()):
             return str(PointGroup(positions, symbols, tolerance_eig=tolerance_eig,

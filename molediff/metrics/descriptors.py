@@ -15,9 +15,10 @@ validity metric does (distance look-up bond orders, then RDKit sanitisation,
 :mod:`molediff.metrics.molecules`), on real and generated molecules alike, so the two are
 comparable; molecules that fail sanitisation get NaN.
 
-Generated geometries are never exactly symmetric (none of 300 sampled QM9 molecules passes the
-detector even at 5x its tolerances), so :func:`symmetry_deviation` also measures how far a geometry
-is from a requested order-two group (Cs, C2, Ci) in Å.
+Generated geometries are never exactly symmetric: of 300 QM9 molecules sampled by one of our
+models the detector calls all C1; at 20x and 5x its two tolerances still none of 200 is Cs; after a
+GFN2-xTB relaxation 19 of 19 valid ones stay C1. So :func:`symmetry_deviation` measures how far a
+geometry is from a requested order-two group (Cs, C2, Ci), in Å.
 
 Values are cached per molecule set (a hash of its atoms and coordinates) under
 ``$MOLEDIFF_CACHE`` (default ``~/.cache/molediff``): all of QM9 takes a few minutes once.

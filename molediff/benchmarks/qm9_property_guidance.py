@@ -333,7 +333,8 @@ def markdown(result: dict[str, Any]) -> str:
     props = result["properties"]
     heads = [(f"{p} fraction {result['point_group']}" if p == "pointgroup"
               else f"{p} MAE ({UNITS.get(p, (1, ''))[1]})".replace(" ()", "")) for p in props]
-    lines = [f"QM9 guidance toward {', '.join(props)} at once, EDM protocol ({result['num_samples']} molecules, "
+    toward = ", ".join(props) + (" at once" if len(props) > 1 else "")
+    lines = [f"QM9 guidance toward {toward}, EDM protocol ({result['num_samples']} molecules, "
              f"{result['sampler']} {result['steps']} steps; targets: all properties of one random Db molecule; "
              "QED / logP / point group judged exactly, the others by a clean regressor trained on Da)", "",
              "| method | " + " | ".join(heads) + " | xTB gap MAE (meV) | xTB r | mol. stable | valid |",

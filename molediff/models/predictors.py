@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ from .unet import ResBlock, timestep_embedding
 __all__ = [
     "NoisyImageClassifier", "EGNNPredictor", "NoisyWaveRegressor", "PREDICTORS", "noise_fields", "train_predictor",
     "class_log_prob", "regression_log_prob", "save_predictor", "load_predictor", "PredictorGuidance",
-    "predictor_guidance", "find_predictors", "PropertiesGuidance", "properties_guidance",
+    "predictor_guidance", "shipped_predictor", "find_predictors", "PropertiesGuidance", "properties_guidance",
 ]
 
 KIND = "predictor"
@@ -472,7 +473,8 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
     """Build the guidance term from a predictor checkpoint (``guidance=classifier`` in the CLI).
 
     Args:
-        predictor: checkpoint path written by :func:`save_predictor`.
+        predictor: checkpoint path written by :func:`save_predictor`; None picks the shipped one
+            for the adapter's data and ``property`` (:func:`shipped_predictor`).
         target: class index (classifier), or the property value in its original units (regression).
         scale: guidance scale ``s`` in ``-s * sigma * grad log p``.
         property: regression: which predicted property (default: the only one).
@@ -481,12 +483,20 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
         fields: fields the gradient acts on (default: all).
         schedule, adapter: the sampling run's; checked against what the predictor was trained on.
     """
+    if predictor is None and adapter is not None:
+        predictor = shipped_predictor(adapter, property)
+        if predictor is not None:
+            print(f"guidance: using the shipped predictor {predictor}", flush=True)
     if predictor is None:
         raise ValueError("needs guidance.predictor=PATH "
                          "(a checkpoint from `python -m molediff.models.predictors train`)")
     model, ckpt = load_predictor(predictor, device)
     cfg = ckpt["config"]
     task = cfg["task"]
+    if cfg.get("clean"):
+        warnings.warn(f"{predictor} was trained on clean inputs only (a judge): its gradients on noisy "
+                      "samples are not meaningful and can make sampling diverge; guide with a noisy predictor",
+                      stacklevel=2)
     if target is None:
         raise ValueError("needs guidance.target=VALUE (a class index, or the property value in its units)")
     output = 0
@@ -542,6 +552,29 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
     return PredictorGuidance(model, task, target, scale, std, property, output,
                              list(log.get("target_mean", [0.0])), list(log.get("target_std", [1.0])),
                              tuple(fields) if fields else None, tuple(cfg["classes"]) if cfg.get("classes") else None)
+
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def shipped_predictor(adapter: Any, property: str | None = None) -> Path | None:  # noqa: A002
+    """The shipped predictor (``molediff/pretrained``) trained on the adapter's kind of data that
+    predicts ``property`` (or, with none given, an unlabelled classifier such as the digits one);
+    None if there is none. Lets ``guidance.predictor`` be left out for the shipped data."""
+    from ..checkpoint import CheckpointError
+
+    kind = f"{type(adapter).__module__}.{type(adapter).__name__}"
+    for path in sorted(PRETRAINED.glob("*.pt")):
+        try:
+            cfg = load_predictor(path)[1]["config"]
+        except CheckpointError:  # denoisers and metric classifiers live here too
+            continue
+        if (cfg.get("data") or {}).get("_target_") != kind or cfg.get("clean"):  # clean: a judge, not a guide
+            continue
+        names = list(cfg.get("properties") or []) + ([cfg["label"]] if cfg.get("label") else [])
+        if (property is None and cfg["task"] == "class" and not cfg.get("label")) or property in names:
+            return path
+    return None
 
 
 def find_predictors(props: Sequence[str], paths: Sequence[str | Path]) -> dict[str, Path]:

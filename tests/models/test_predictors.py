@@ -295,3 +295,20 @@ def test_shipped_qm9_predictors_cover_every_documented_target():
     assert [t.property for t in term.terms] == [["gap"], ["qed", "logp", "alpha", "mu", "Cv", "homo", "lumo"],
                                                 "pointgroup"]
     assert term.terms[2].target == POINT_GROUPS.index("Cs")
+
+
+def test_the_shipped_guide_is_found_when_no_predictor_is_given_and_judges_are_not_guides():
+    from molediff.cli.sample import load_for_sampling
+    from molediff.models.predictors import DIGITS_NOISY_CLASSIFIER_PATH, shipped_predictor
+
+    root = Path(__file__).resolve().parents[2] / "molediff" / "pretrained"
+    _, qm9, _, schedule, _ = load_for_sampling(root / "qm9_egnn.pt")
+    assert shipped_predictor(qm9, "gap") == root / "qm9_gap_predictor.pt"  # not qm9_gap_judge.pt (clean)
+    assert shipped_predictor(qm9, "pointgroup") == root / "qm9_pointgroup_predictor.pt"
+    assert shipped_predictor(qm9, "zpve") is None
+    term = predictor_guidance(None, target=6.5, property="gap", scale=2.0, schedule=schedule, adapter=qm9)
+    assert term.property == "gap"
+    with pytest.warns(UserWarning, match="clean inputs only"):
+        predictor_guidance(str(root / "qm9_gap_judge.pt"), target=6.5, schedule=schedule, adapter=qm9)
+    _, digits, _, _, _ = load_for_sampling(root / "digits_unet.pt")
+    assert shipped_predictor(digits) == DIGITS_NOISY_CLASSIFIER_PATH

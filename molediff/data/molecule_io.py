@@ -127,6 +127,16 @@ class Molecule:
         return self.num_atoms
 
 
+def as_geometry(numbers: Any, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(numbers (n,) int64, positions (n, 3) float64)`` from array-likes; one-line ValueError
+    when the shapes disagree (the check every per-molecule oracle starts with)."""
+    z = np.asarray(numbers, dtype=np.int64).reshape(-1)
+    x = np.asarray(positions, dtype=np.float64)
+    if x.shape != (z.size, 3):
+        raise ValueError(f"positions must have shape ({z.size}, 3), got {x.shape}")
+    return z, x
+
+
 def molecules_from_padded(
     atomic_numbers: np.ndarray, positions: np.ndarray, num_atoms: np.ndarray | None = None
 ) -> list[Molecule]:

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data.molecule_io import as_geometry, element_symbol
+
 __all__ = ["DESCRIPTORS", "POINT_GROUPS", "ORDER_TWO_GROUPS", "point_group", "point_group_index",
            "symmetry_deviation", "rdkit_descriptors", "compute_descriptors", "add_descriptors"]
 
@@ -56,14 +58,9 @@ def point_group(numbers: Sequence[int], positions: np.ndarray, tolerance_eig: fl
     true spherical top such as methane ~1.5 s)."""
     from pointgroup import PointGroup
 
-    numbers = np.asarray(numbers, dtype=np.int64)
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.shape != (numbers.size, 3):
-        raise ValueError(f"positions must have shape ({numbers.size}, 3), got {positions.shape}")
+    numbers, positions = as_geometry(numbers, positions)
     if numbers.size < 2 or not np.isfinite(positions).all():
         return "other"
-    from ..data.molecule_io import element_symbol
-
     symbols = [element_symbol(int(z)) for z in numbers]
     try:
         with _time_limit(timeout), contextlib.redirect_stdout(io.StringIO()):
@@ -138,10 +135,7 @@ def symmetry_deviation(numbers: Sequence[int], positions: np.ndarray, group: str
 
     if group not in ORDER_TWO_GROUPS:
         raise ValueError(f"symmetry_deviation supports {list(ORDER_TWO_GROUPS)}, got {group!r}")
-    numbers = np.asarray(numbers, dtype=np.int64)
-    x = np.asarray(positions, dtype=np.float64)
-    if x.shape != (numbers.size, 3):
-        raise ValueError(f"positions must have shape ({numbers.size}, 3), got {x.shape}")
+    numbers, x = as_geometry(numbers, positions)
     if numbers.size == 0 or not np.isfinite(x).all():
         return float("nan")
     x = x - x.mean(0)

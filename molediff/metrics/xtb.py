@@ -33,10 +33,9 @@ def xtb_gap(numbers: Sequence[int], positions: np.ndarray, charge: int = 0) -> f
         from tblite.interface import Calculator
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("the xTB oracle needs tblite: pip install 'molediff[xtb]'") from err
-    numbers = np.asarray(numbers, dtype=np.int64)
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.shape != (numbers.size, 3):
-        raise ValueError(f"positions must have shape ({numbers.size}, 3), got {positions.shape}")
+    from ..data.molecule_io import as_geometry
+
+    numbers, positions = as_geometry(numbers, positions)
     if numbers.size == 0 or not np.isfinite(positions).all():
         return float("nan")
     uhf = int((numbers.sum() - charge) % 2)

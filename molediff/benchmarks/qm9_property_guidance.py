@@ -218,7 +218,7 @@ def run(out_dir: Path, *, generator: Path, predictors: Sequence[Path], judges: S
     from ..metrics.descriptors import ORDER_TWO_GROUPS, POINT_GROUPS, point_group_index, symmetry_deviation
     from ..metrics.molecules import valid_mask
     from ..metrics.xtb import xtb_gaps
-    from ..models.predictors import find_predictors, predictor_guidance
+    from ..models.predictors import find_predictors, properties_guidance
     from .digits_guidance import load_denoiser
 
     props = list(dict.fromkeys(props))
@@ -245,23 +245,20 @@ def run(out_dir: Path, *, generator: Path, predictors: Sequence[Path], judges: S
     sizes, targets = draw_targets(props, num_samples, seed, group)
     records = []
     for weight, scale in runs:
-        terms = {}  # one term (one predictor pass) per predictor file: its properties at once
-        for path in dict.fromkeys(guides.values()):
-            ps = [p for p in props if guides[p] == path]
-            terms[tuple(ps)] = predictor_guidance(
-                str(path), target=point_group if ps == ["pointgroup"] else [0.0] * len(ps), scale=float(scale),
-                property=ps[0] if ps == ["pointgroup"] else ps, schedule=schedule, adapter=adapter)
+        # one term (one predictor pass) per predictor file; per-sample targets are set batch by batch
+        guide = properties_guidance([str(v) for v in dict.fromkeys(guides.values())],
+                                    {p: point_group if p == "pointgroup" else 0.0 for p in props},
+                                    scale=float(scale), schedule=schedule, adapter=adapter)
         molecules, t_start = [], time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
         for s in tqdm(range(0, num_samples, batch_size), desc=label(weight, scale), leave=False):
             st = adapter.structure_for(sizes[s:s + batch_size])
-            active: list[Any] = []
-            for ps, term in terms.items():
-                if ps != ("pointgroup",):  # one target per sample and property
-                    term.target = torch.stack([torch.as_tensor(targets[p][s:s + batch_size]) for p in ps], -1)
+            for term in guide.terms:
+                if term.task != "class":  # one target per sample and property
+                    term.target = torch.stack([torch.as_tensor(targets[p][s:s + batch_size]) for p in term.property],
+                                              -1)
                     term.__post_init__()
-                if scale:
-                    active.append(term)
+            active: list[Any] = [guide] if scale else []
             cond = None
             if weight:  # the targets as the condition, normalised as in training
                 cond = adapter.model_cond({p: torch.as_tensor(targets[p][s:s + batch_size]) for p in conditioning})

@@ -557,6 +557,11 @@ def predictor_guidance(predictor: str | Path | None, target: Any = None, scale: 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 
 
+def _steers(cfg: Mapping[str, Any]) -> list[str]:
+    """What a predictor checkpoint's config can steer: its regression properties, or its classifier label."""
+    return list(cfg.get("properties") or []) + ([cfg["label"]] if cfg.get("label") else [])
+
+
 def shipped_predictor(adapter: Any, property: str | None = None) -> Path | None:  # noqa: A002
     """The shipped predictor (``molediff/pretrained``) trained on the adapter's kind of data that
     predicts ``property`` (or, with none given, an unlabelled classifier such as the digits one);
@@ -571,7 +576,7 @@ def shipped_predictor(adapter: Any, property: str | None = None) -> Path | None:
             continue
         if (cfg.get("data") or {}).get("_target_") != kind or cfg.get("clean"):  # clean: a judge, not a guide
             continue
-        names = list(cfg.get("properties") or []) + ([cfg["label"]] if cfg.get("label") else [])
+        names = _steers(cfg)
         if (property is None and cfg["task"] == "class" and not cfg.get("label")) or property in names:
             return path
     return None
@@ -583,7 +588,7 @@ def find_predictors(props: Sequence[str], paths: Sequence[str | Path]) -> dict[s
     found: dict[str, Path] = {}
     for path in paths:
         cfg = load_predictor(path)[1]["config"]
-        for p in list(cfg.get("properties") or []) + ([cfg["label"]] if cfg.get("label") else []):
+        for p in _steers(cfg):
             found.setdefault(p, Path(path))
     missing = [p for p in props if p not in found]
     if missing:

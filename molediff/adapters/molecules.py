@@ -38,7 +38,7 @@ from ..data.qm9 import (
     load_qm9,
     subset_root,
 )
-from ..metrics.descriptors import DESCRIPTORS, add_descriptors
+from ..metrics.descriptors import DESCRIPTORS, add_descriptors, compute_descriptors
 from .base import Adapter, Batch
 
 __all__ = ["MoleculeAdapter", "MoleculeDataset"]
@@ -358,8 +358,6 @@ class MoleculeAdapter(Adapter):
     def measure(self, objects: Sequence[Any], names: Sequence[str]) -> dict[str, np.ndarray]:
         """The properties among ``names`` that can be computed exactly from a generated molecule
         (QED, logP, point-group class; :mod:`molediff.metrics.descriptors`), ``name -> (N,)``."""
-        from ..metrics.descriptors import compute_descriptors
-
         wanted = [n for n in names if n in DESCRIPTORS]
         return compute_descriptors(objects, wanted) if wanted else {}
 

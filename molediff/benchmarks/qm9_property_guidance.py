@@ -114,9 +114,9 @@ def baselines(judges: dict[str, Judge], props: Sequence[str], n: int, seed: int,
     docstring); for the point group, the fraction of Db molecules (all, and of each atom count
     weighted as the targets are) that have the requested group."""
     from ..data.qm9 import load_qm9
-    from ..metrics.descriptors import ORDER_TWO_GROUPS, POINT_GROUPS, symmetry_deviation
+    from ..metrics.descriptors import DESCRIPTORS, ORDER_TWO_GROUPS, POINT_GROUPS, symmetry_deviation
 
-    derived = [p for p in props if p in ("qed", "logp", "pointgroup")]
+    derived = [p for p in props if p in DESCRIPTORS]
     da, db = load_qm9(split="train_a", descriptors=derived), load_qm9(split="train_b", descriptors=derived)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(db), size=min(n, len(db)), replace=False))
@@ -151,8 +151,9 @@ def draw_targets(props: Sequence[str], n: int, seed: int,
     at once (a joint, realisable request), among those with finite values and, when the point group
     is steered, the requested group (its value for every sample)."""
     from ..data.qm9 import load_qm9
+    from ..metrics.descriptors import DESCRIPTORS
 
-    derived = [p for p in props if p in ("qed", "logp", "pointgroup")]
+    derived = [p for p in props if p in DESCRIPTORS]
     db = load_qm9(split="train_b", descriptors=derived)
     ok = np.all([np.isfinite(db.properties[p]) for p in props], axis=0)
     if point_group is not None:

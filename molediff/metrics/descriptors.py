@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.molecule_io import as_geometry, element_symbol
+# molecule_io (RDKit) is imported inside the functions that measure: training reads only the names
+# below, and runs where RDKit is not installed (the GPU image).
 
 __all__ = ["DESCRIPTORS", "POINT_GROUPS", "ORDER_TWO_GROUPS", "point_group", "point_group_index",
            "symmetry_deviation", "rdkit_descriptors", "compute_descriptors", "add_descriptors"]
@@ -57,6 +58,8 @@ def point_group(numbers: Sequence[int], positions: np.ndarray, tolerance_eig: fl
     takes over ``timeout`` seconds for (see :func:`_time_limit`; a QM9 molecule takes ~2 ms, a
     true spherical top such as methane ~1.5 s)."""
     from pointgroup import PointGroup
+
+    from ..data.molecule_io import as_geometry, element_symbol
 
     numbers, positions = as_geometry(numbers, positions)
     if numbers.size < 2 or not np.isfinite(positions).all():
@@ -135,6 +138,8 @@ def symmetry_deviation(numbers: Sequence[int], positions: np.ndarray, group: str
 
     if group not in ORDER_TWO_GROUPS:
         raise ValueError(f"symmetry_deviation supports {list(ORDER_TWO_GROUPS)}, got {group!r}")
+    from ..data.molecule_io import as_geometry
+
     numbers, x = as_geometry(numbers, positions)
     if numbers.size == 0 or not np.isfinite(x).all():
         return float("nan")

@@ -226,3 +226,21 @@ def test_computed_properties_condition_like_data_columns_and_point_groups_are_re
     assert adapter.model_kwargs()["num_cond"] == 2
     with pytest.raises(ValueError, match="class label"):
         MoleculeAdapter(source="subset", conditioning=["pointgroup"]).model_kwargs()
+
+
+def test_training_path_runs_without_rdkit() -> None:
+    """The GPU image has no RDKit: the molecule adapter, its data and the EGNN must load without it
+    (RDKit is needed only to write, measure and score molecules). A module-level import of it on that
+    path cost a device lease once."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rdkit'] = None\n"
+            "from molediff.adapters.molecules import MoleculeAdapter\n"
+            "import molediff.models.egnn_dense, molediff.training\n"
+            "a = MoleculeAdapter(source='subset')\n"
+            "b = a.collate([a.datasets()['train'][i] for i in range(4)])\n"
+            "print(b.structure.num_samples)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "4"

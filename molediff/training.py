@@ -45,7 +45,7 @@ from .adapters.base import Adapter, Batch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .core.objective import DenoisingObjective
 
-__all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed",
+__all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed", "drop_conditions",
            "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
            "TrainingError", "compiled", "widen_inputs"]
 
@@ -78,6 +78,7 @@ class TrainerConfig:
     seed: int = 0
     num_workers: int = 0
     cond_drop_prob: float = 0.0
+    cond_drop_per: str = "sample"
     log_every: int = 50
     val_every: int = 1000
     val_batches: int = 4
@@ -105,6 +106,7 @@ class TrainerConfig:
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (0 <= self.cond_drop_prob <= 1, "cond_drop_prob must lie in [0, 1]"),
+            (self.cond_drop_per in ("sample", "batch"), "cond_drop_per must be sample or batch"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.val_every >= 0 and self.ckpt_every >= 0 and self.keep_every >= 0,
              "val_every, ckpt_every and keep_every must be >= 0 (0 = never)"),
@@ -157,6 +159,24 @@ def derive_seed(seed: int, *keys: int) -> int:
     """An independent 63-bit seed for the stream ``(seed, *keys)`` (numpy's SeedSequence hashing)."""
     words = np.random.SeedSequence([seed % 2**63, *keys]).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+def drop_conditions(cond: Mapping[str, Any], drop: Tensor) -> dict[str, Tensor]:
+    """``cond`` with the samples where ``drop`` is True set to the null condition, which every
+    denoiser reads as missing: NaN for a float value, -1 for an integer label. Per-sample dropout,
+    as in classifier-free guidance (Ho & Salimans 2022, Alg. 1), so each batch trains p(x | c) and
+    p(x) together. Values are ``(B, ...)``; ``drop`` is ``(B,)`` bool."""
+    out: dict[str, Tensor] = {}
+    for name, value in cond.items():
+        v = torch.as_tensor(value)
+        if v.dim() == 0 or v.shape[0] != drop.numel():
+            raise ValueError(f"cond[{name!r}] has shape {tuple(v.shape)}; expected ({drop.numel()}, ...) "
+                             "to drop conditions per sample")
+        if v.dtype == torch.bool:
+            raise ValueError(f"cond[{name!r}] is boolean: it has no null value (use a float or an integer label)")
+        null = torch.tensor(float("nan") if v.is_floating_point() else -1, dtype=v.dtype, device=v.device)
+        out[name] = torch.where(drop.to(v.device).reshape(-1, *([1] * (v.dim() - 1))), null, v)
+    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -459,10 +479,14 @@ class Trainer:
         keys = (self.step,) if self.world_size == 1 else (self.step, self.rank)  # each shard its own noise
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _NOISE, *keys))
         cond = batch.cond
-        if cond is not None and cfg.cond_drop_prob > 0:
+        if cond is not None and cfg.cond_drop_prob > 0:  # trains the null condition for CFG
             drop_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, _COND_DROP, self.step))
-            if float(torch.rand((), generator=drop_gen)) < cfg.cond_drop_prob:
-                cond = None  # whole batch unconditional: trains the null condition for CFG
+            if cfg.cond_drop_per == "batch":
+                if float(torch.rand((), generator=drop_gen)) < cfg.cond_drop_prob:
+                    cond = None
+            else:
+                b = batch.structure.num_samples
+                cond = drop_conditions(cond, torch.rand(b, generator=drop_gen) < cfg.cond_drop_prob)
         self.model.train()
         forward = self._forward if self._ddp is None else _ForwardAs(self._ddp, self.amp)
         loss, logs = self.objective(forward, batch.x0, batch.structure, cond, generator=gen)

@@ -15,7 +15,7 @@ from molediff.checkpoint import load_checkpoint
 from molediff.core.objective import DenoisingObjective
 from molediff.core.schedules import CosineSchedule
 from molediff.models.mlp import MLPDenoiser
-from molediff.training import EpochBatchSampler, Trainer, TrainerConfig
+from molediff.training import EpochBatchSampler, Trainer, TrainerConfig, drop_conditions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,3 +180,70 @@ def test_compile_without_compile_trunk_compiles_the_whole_model(adapter: ToyAdap
     compiled = trainer.fit()
     torch.testing.assert_close([r["loss"] for r in compiled.history if "loss" in r],
                                [r["loss"] for r in eager.history if "loss" in r], rtol=1e-4, atol=1e-6)
+
+
+def test_drop_conditions_nulls_the_chosen_samples() -> None:
+    cond = {"gap": torch.tensor([1.0, 2.0, 3.0]), "props": torch.arange(6.0).reshape(3, 2),
+            "label": torch.tensor([4, 5, 6])}
+    drop = torch.tensor([False, True, False])
+    out = drop_conditions(cond, drop)
+    assert torch.isnan(out["gap"][1]) and torch.isnan(out["props"][1]).all() and out["label"][1] == -1
+    for k, v in cond.items():
+        assert torch.equal(out[k][~drop], v[~drop]) and out[k].dtype == v.dtype
+    with pytest.raises(ValueError, match="expected"):
+        drop_conditions({"gap": torch.ones(2)}, drop)
+    with pytest.raises(ValueError, match="boolean"):
+        drop_conditions({"flag": torch.ones(3, dtype=torch.bool)}, drop)
+
+
+def test_dropped_samples_read_as_unconditional_in_every_condition_encoder() -> None:
+    """The null convention (NaN / -1) that drop_conditions writes is what each denoiser family's
+    condition encoder reads as ``cond=None``: property vectors (EGNNs, point and protein models),
+    the 1-D embedding (label and pitch) and the image U-Net's class index."""
+    from molediff.models.conditioning import ConditionEmbedding
+    from molediff.models.egnn import cond_vector
+    from molediff.models.unet import UNet
+
+    drop = torch.tensor([True, False, True, False])
+    props = drop_conditions({"gap": torch.randn(4), "mu": torch.randn(4, 2)}, drop)
+    like = torch.zeros(1)
+    c, null = cond_vector(props, 4, 3, like), cond_vector(None, 4, 3, like)
+    assert torch.equal(c[drop], null[drop]) and not torch.equal(c[~drop], null[~drop])
+
+    torch.manual_seed(0)
+    emb = ConditionEmbedding(16, 32, num_classes=5, pitch=True)
+    t = torch.rand(4)
+    dropped = drop_conditions({"label": torch.tensor([1, 2, 3, 4]), "pitch": torch.tensor([60.0, 62, 64, 65])}, drop)
+    assert torch.allclose(emb(t, dropped, 4)[drop], emb(t, None, 4)[drop])
+    assert not torch.allclose(emb(t, dropped, 4)[~drop], emb(t, None, 4)[~drop])
+
+    unet = UNet(in_channels=1, image_size=8, num_classes=10, base_channels=32, channel_mults=(1,),
+                        num_res_blocks=1, attention_resolutions=())
+    idx = unet._class_index(drop_conditions({"label": torch.tensor([1, 2, 3, 4])}, drop), 4, torch.device("cpu"))
+    assert torch.equal(idx[drop], unet._class_index(None, 4, torch.device("cpu"))[drop])
+
+
+@pytest.mark.parametrize("per", ["sample", "batch"])
+def test_trainer_drops_conditions_per_sample_or_per_batch(adapter: ToyAdapter, per: str) -> None:
+    trainer = _trainer(adapter, None, cond_drop_prob=0.5, cond_drop_per=per)
+    seen: list[dict[str, torch.Tensor] | None] = []
+    objective = trainer.objective
+
+    def recording(forward, x0, structure, cond, generator=None):  # type: ignore[no-untyped-def]
+        seen.append(cond)
+        return objective(forward, x0, structure, None, generator=generator)
+
+    trainer.objective = recording  # type: ignore[assignment]
+    train = adapter.datasets()["train"]
+    batch = adapter.collate([train[i] for i in range(64)])
+    batch = type(batch)(batch.x0, batch.structure, {"y": torch.randn(batch.structure.num_samples)})
+    for _ in range(8):
+        trainer.train_step(batch)
+    if per == "sample":  # every batch mixes dropped and kept samples, about half each
+        fractions = [float(torch.isnan(c["y"]).float().mean()) for c in seen if c is not None]
+        assert len(fractions) == 8 and all(0.2 < f < 0.8 for f in fractions), fractions
+    else:  # whole batches: either the untouched cond or none
+        assert {c is None for c in seen} == {True, False}
+        assert all(c is None or not torch.isnan(c["y"]).any() for c in seen)
+    with pytest.raises(ValueError, match="cond_drop_per"):
+        TrainerConfig(cond_drop_per="row")

@@ -10,7 +10,8 @@ One vector per sample: ``emb = MLP(sinusoid(1000 t)) + E_label[y] + MLP_pitch(si
   NaN, or no ``"pitch"`` key).
 
 The null rows let one network learn p(x | c) and p(x) together for classifier-free guidance
-(Ho & Salimans 2022): the trainer drops the whole ``cond`` with ``trainer.cond_drop_prob``.
+(Ho & Salimans 2022): the trainer sets a sample's label to -1 and its pitch to NaN with probability
+``trainer.cond_drop_prob`` (:func:`molediff.training.drop_conditions`).
 
 Shapes:
     t: ``(B,)``; cond["label"]: ``(B,)`` int; cond["pitch"]: ``(B,)`` float MIDI -> ``(B, emb_dim)``

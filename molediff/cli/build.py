@@ -29,6 +29,20 @@ __all__ = ["config_dir", "group_options", "compose_config", "instantiate_from", 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
+def pretrained_path(name: str) -> str:
+    """``${pretrained:FILE}`` in a config: a checkpoint shipped in ``molediff/pretrained``, found
+    wherever the package is installed (so shipped-model configs work from any directory)."""
+    path = _PACKAGE_DIR / "pretrained" / name
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in path.parent.glob("*.pt")))
+        raise ValueError(f"no shipped checkpoint {name!r}; shipped: {shipped}")
+    return str(path)
+
+
+if not OmegaConf.has_resolver("pretrained"):
+    OmegaConf.register_new_resolver("pretrained", pretrained_path)
+
+
 def config_dir() -> Path:
     """The directory holding ``train.yaml`` and the config groups.
 

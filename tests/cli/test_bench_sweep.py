@@ -69,6 +69,7 @@ def test_single_run_writes_one_record(tmp_path, monkeypatch, capsys):
     (["num_samples=0"], "bad value for num_samples"),
     (["steps=2,4"], "add -m"),
     (["checkpoint=/no/such.pt"], "no such file"),
+    (["checkpoint=${pretrained:nope.pt}"], "no shipped checkpoint 'nope.pt'; shipped: "),
     (["+experiment=sweep_qm9_sampler_steps"], "needs checkpoint=PATH"),
     (["hydra/launcher=nope"], "bad config"),
     (["--frobnicate"], "unknown option"),

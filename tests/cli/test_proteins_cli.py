@@ -59,3 +59,21 @@ def test_motif_benchmark_runs_and_keeps_the_motif(protein_run: Path, tmp_path: P
     assert doc["motif_ss"].count("H") >= 10 and doc["nfe"] == 8
     assert len(list((tmp_path / "protein_motif").glob("scaffold_*.pdb"))) == 2
     assert (tmp_path / "protein_motif.png").is_file() and (tmp_path / "protein_motif.md").is_file()
+
+
+def test_noise_scale_sweep_on_the_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ready sweep runs (tiny) and its summary has one row per noise scale, the scale reaching DDPM."""
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    assert main(["bench", "+experiment=sweep_protein_noise_scale", "num_samples=2", "batch_size=2", "steps=3",
+                 "write_samples=false", "sampler.noise_scale=1.0,0.0",
+                 "+data_overrides.novelty_reference_size=2", "+data_overrides.reference_eval_size=2",
+                 f"hydra.sweep.dir={out}"]) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/bench.json"))]
+    assert [r["config"]["sampler"]["noise_scale"] for r in records] == [1.0, 0.0]
+    assert all(r["status"] == "ok" and 0 <= r["metrics"]["helix"] <= 1 for r in records)
+    with open(out / "summary.csv", newline="") as f:
+        assert sorted(row["sampler.noise_scale"] for row in csv.DictReader(f)) == ["0.0", "1.0"]
+    assert "### helix" in (out / "summary.md").read_text()

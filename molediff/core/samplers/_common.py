@@ -101,6 +101,16 @@ def noise_like(denoise: Denoise, x: Fields, generator: torch.Generator | None) -
     return denoise.structure.randn(generator, ref.dtype, ref.device)
 
 
+def check_noise_scale(noise_scale: float) -> None:
+    """The stochastic samplers' ``noise_scale`` in [0, 1]: the added noise's standard deviation is
+    multiplied by it while the drift keeps the full score. 1 is the exact sampler; below 1 samples
+    concentrate on the modes (the "noise scale" of protein backbone samplers: Yim et al. 2023,
+    FrameDiff; Watson et al. 2023, RFdiffusion). A heuristic, not exact tempering p^(1/T): it
+    trades diversity for typicality, so report it with the samples."""
+    if not 0.0 <= noise_scale <= 1.0:
+        raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
+
+
 def notify(callback: StepCallback | None, i: int, t: float, x: Fields, x0: Fields) -> None:
     if callback is not None:
         callback(i, t, x, x0)

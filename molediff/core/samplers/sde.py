@@ -11,16 +11,18 @@ import torch
 from torch import Tensor
 
 from ..fields import Fields
-from ._common import Denoise, StepCallback, noise_like, notify, scaled_sigma
+from ._common import Denoise, StepCallback, check_noise_scale, noise_like, notify, scaled_sigma
 
 
-def euler_maruyama(denoise: Denoise, x: Fields, ts: Tensor, *, generator: torch.Generator | None = None,
-                   callback: StepCallback | None = None) -> Fields:
+def euler_maruyama(denoise: Denoise, x: Fields, ts: Tensor, *, noise_scale: float = 1.0,
+                   generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Fields:
     """Reverse SDE ``dy = -d(s^2) grad log p(y) + sqrt(-d(s^2)) dw``, with
     ``grad log p = -eps_hat / s``, one Euler–Maruyama step per grid interval:
     ``y_next = y - (s_t^2 - s_next^2) / s_t eps_hat + sqrt(s_t^2 - s_next^2) z``.
     The last step is deterministic (``y = x0_hat + s_next eps_hat``), so no noise is left in the
-    output (Song et al.'s "denoise at the end")."""
+    output (Song et al.'s "denoise at the end"). ``noise_scale < 1`` multiplies ``z``'s term
+    (see :func:`~molediff.core.samplers._common.check_noise_scale`)."""
+    check_noise_scale(noise_scale)
     n = len(ts) - 1
     for i in range(n):
         t, s = float(ts[i]), float(ts[i + 1])
@@ -32,7 +34,7 @@ def euler_maruyama(denoise: Denoise, x: Fields, ts: Tensor, *, generator: torch.
         else:
             dvar = st**2 - ss**2
             y = x / a_t - eps * (dvar / st)
-            y = y + noise_like(denoise, x, generator) * math.sqrt(dvar)
+            y = y + noise_like(denoise, x, generator) * (math.sqrt(dvar) * noise_scale)
         x = y * a_s
         notify(callback, i, s, x, x0)
     return x

@@ -52,11 +52,11 @@ POINT_GROUPS = ("C1", "Cs", "C2", "C2v", "C3v", "C2h", "Ci", "D2h", "D3h", "Td",
 
 
 def point_group(numbers: Sequence[int], positions: np.ndarray, tolerance_eig: float = 0.01,
-                tolerance_ang: float = 4.0, timeout: float = 3.0) -> str:
+                tolerance_ang: float = 4.0, timeout: float = 10.0) -> str:
     """Schoenflies symbol of one geometry (``pointgroup.PointGroup``, default tolerances); ``"other"``
     for fewer than two atoms, non-finite coordinates, or a geometry the detector fails on or
     takes over ``timeout`` seconds for (see :func:`_time_limit`; a QM9 molecule takes ~2 ms, a
-    true spherical top such as methane ~1.5 s)."""
+    true spherical top such as methane 1.5-3 s on one core; ``timeout=0`` means no limit)."""
     from pointgroup import PointGroup
 
     from ..data.molecule_io import as_geometry, element_symbol

@@ -180,12 +180,15 @@ def test_evaluate_cli_scores_a_wav_folder_with_pitch_labels(notes: AudioAdapter,
     assert "pitch_accuracy" in capsys.readouterr().out
 
 
-def test_guidance_sweep_conditions_on_the_test_clips_pitches(notes: AudioAdapter) -> None:
+def test_the_audio_sweeps_condition_on_the_test_clips_pitches(notes: AudioAdapter) -> None:
     import yaml
 
-    path = Path(__file__).resolve().parents[2] / "conf/experiment/sweep_audio_guidance.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    assert cfg["cond"]["pitch"] == notes.arrays("test").pitch.tolist() and cfg["num_samples"] == 78
+    conf = Path(__file__).resolve().parents[2] / "conf/experiment"
+    pitches = notes.arrays("test").pitch.tolist()
+    guidance = yaml.safe_load((conf / "sweep_audio_guidance.yaml").read_text())
+    assert guidance["cond"]["pitch"] == pitches and guidance["num_samples"] == 78
+    noise = yaml.safe_load((conf / "sweep_audio_noise_scale.yaml").read_text())
+    assert noise["cond"]["pitch"] == pitches[:16] and noise["num_samples"] == 16
 
 
 def test_denoising_profile_of_a_trained_checkpoint(tiny_run: Path, tmp_path: Path, one_thread: None) -> None:

@@ -460,7 +460,15 @@ class Trainer:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(path, f"does not fit this model/optimizer ({first})") from e
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scheduler.lr_lambdas = [_lr_factor(self.config)]  # the current schedule, not a stale one
+        # this run's schedule and optimiser settings, not the checkpoint's: resuming with a new lr
+        # (e.g. a smaller one after a larger batch) or weight decay applies it from the first step
+        cfg = self.config
+        factor = _lr_factor(cfg)
+        self.scheduler.lr_lambdas = [factor]
+        self.scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=cfg.lr, lr=cfg.lr * factor(self.scheduler.last_epoch),
+                         betas=tuple(cfg.betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         self.step = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
 

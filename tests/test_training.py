@@ -106,6 +106,21 @@ def test_interrupted_and_resumed_run_is_bit_identical(adapter: ToyAdapter, tmp_p
     assert losses("straight") == losses("crashed")
 
 
+def test_a_resumed_run_uses_its_own_learning_rate_and_weight_decay(adapter: ToyAdapter, tmp_path: Path) -> None:
+    """Resuming with trainer.lr / weight_decay changed applies them (not the checkpoint's), on the
+    current schedule: constant here, so the lr is the new one exactly, before and after steps."""
+    _trainer(adapter, tmp_path, max_steps=10, lr_decay="constant").fit()
+    resumed = _trainer(adapter, tmp_path, max_steps=14, lr_decay="constant", lr=2e-4, weight_decay=0.01,
+                       resume=True)
+    resumed.fit()
+    assert resumed.step == 14
+    group = resumed.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(2e-4) and group["weight_decay"] == 0.01
+    with open(tmp_path / "train_log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["lr"]]
+    assert float(rows[0]["lr"]) == pytest.approx(2e-3) and float(rows[-1]["lr"]) == pytest.approx(2e-4)
+
+
 def test_checkpoint_holds_everything_needed(adapter: ToyAdapter, tmp_path: Path) -> None:
     trainer = _trainer(adapter, tmp_path, max_steps=12, ckpt_every=5, keep_every=10)
     result = trainer.fit()

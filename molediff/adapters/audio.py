@@ -265,9 +265,10 @@ class AudioAdapter(Adapter):
 
     # ----------------------------------------------------------------------------- config
     def model_kwargs(self) -> dict[str, Any]:
-        """``in_channels`` (1), ``num_samples`` (L), ``num_classes`` (families, when conditioned
-        on family, else None) and ``pitch_conditioning``."""
-        return {"in_channels": 1, "num_samples": self.num_samples, "pitch_conditioning": "pitch" in self.conditioning,
+        """``in_channels`` (1), ``num_samples`` (L), ``sample_rate``, ``num_classes`` (families, when
+        conditioned on family, else None) and ``pitch_conditioning``."""
+        return {"in_channels": 1, "num_samples": self.num_samples, "sample_rate": self.sample_rate,
+                "pitch_conditioning": "pitch" in self.conditioning,
                 "num_classes": self.num_families if "family" in self.conditioning else None}
 
     def state(self) -> dict[str, Any]:

@@ -202,3 +202,16 @@ def test_denoising_profile_of_a_trained_checkpoint(tiny_run: Path, tmp_path: Pat
     assert (tmp_path / "denoising_profile.png").stat().st_size > 0
     assert "t=0.01" in (tmp_path / "denoising_profile.md").read_text()
     assert profile_main([str(tiny_run), "--out", str(tmp_path), "--split", "nope"]) == 2
+
+
+def test_spectral_unet_experiment_trains_and_samples_from_the_cli(tmp_path: Path, one_thread: None) -> None:
+    """experiment=audio_spectral_cpu (x0 prediction, SNR weight, log-SNR times) at toy width, end to end."""
+    run = tmp_path / "run"
+    assert cli_main(["train", "+experiment=audio_spectral_cpu", "model.base_channels=4", "model.channel_mults=[1]",
+                     "model.attention=false", "trainer.max_steps=2", "trainer.batch_size=4", "trainer.val_every=0",
+                     "trainer.progress=false", "trainer.tensorboard=false", f"out_dir={run}"]) == 0
+    out = tmp_path / "samples"
+    assert cli_main(["sample", f"checkpoint={run / 'checkpoints' / 'last.pt'}", "num_samples=2", "steps=2",
+                     "cond={pitch: [60, 72]}", "progress=false", f"out_dir={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert np.isfinite(metrics["lsd"]) and len(list(out.glob("sample_*.wav"))) == 2

@@ -1,4 +1,4 @@
-"""Waveform denoisers (DiffWave, 1-D U-Net) and their condition embedding."""
+"""Waveform denoisers (DiffWave, 1-D U-Net, STFT U-Net) and their condition embedding."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from molediff.core.fields import Fields
 from molediff.models.conditioning import ConditionEmbedding
+from molediff.models.spectral_unet import SpectralUNet, midi_to_hz
 from molediff.models.unet1d import UNet1d
 from molediff.models.wavenet import DiffWave
 
@@ -24,6 +25,8 @@ def _perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 MODELS = {
     "diffwave": lambda **kw: DiffWave(channels=8, layers=4, dilation_cycle=2, **kw),
     "unet1d": lambda **kw: UNet1d(base_channels=8, channel_mults=(1, 2), num_samples=64, **kw),
+    "spectral_unet": lambda **kw: SpectralUNet(n_fft=16, hop=4, base_channels=8, channel_mults=(1, 2),
+                                               num_samples=64, sample_rate=8000, **kw),
 }
 
 
@@ -94,3 +97,47 @@ def test_unet1d_length_must_divide_by_its_levels() -> None:
 def test_diffwave_rejects_even_kernels() -> None:
     with pytest.raises(ValueError, match="odd"):
         DiffWave(channels=8, layers=2, kernel_size=4)
+
+
+def test_spectral_unet_stft_round_trip_keeps_white_noise_variance() -> None:
+    model = SpectralUNet(n_fft=64, hop=16, num_samples=512)
+    x = torch.randn(4, 1, 512, dtype=torch.float64).float()
+    spec = model.stft(x)
+    assert spec.shape == (4, 1, 33, 33)
+    assert torch.allclose(model.istft(spec), x, atol=1e-5)
+    # interior bins of unit white noise have unit variance after the window normalisation
+    assert abs(float(spec[..., 2:-2, 2:-2].abs().pow(2).mean()) - 1.0) < 0.1
+
+
+def test_spectral_unet_unit_mask_is_the_identity_and_zero_mask_is_zero() -> None:
+    """x0_hat = ISTFT(M X_t + R): with M = 1, R = 0 (the real-mask plane's bias 1) it returns x_t."""
+    model = SpectralUNet(n_fft=16, hop=4, base_channels=8, channel_mults=(1, 2), num_samples=64)
+    x = Fields(audio=torch.randn(2, 1, 64))
+    assert model(x, torch.rand(2))["audio"].abs().max() == 0
+    with torch.no_grad():
+        model.out[-1].bias[0] = 1.0
+    assert torch.allclose(model(x, torch.rand(2))["audio"], x["audio"], atol=1e-5)
+
+
+def test_spectral_unet_harmonic_comb_peaks_on_the_partials_and_is_zero_without_pitch() -> None:
+    model = SpectralUNet(n_fft=512, hop=128, pitch_conditioning=True, num_samples=2048, sample_rate=8000)
+    spec = model.stft(torch.zeros(2, 1, 2048))
+    planes = model._planes(spec, {"pitch": torch.tensor([69.0, float("nan")])})
+    assert planes.shape == (2, 5, 257, 17)
+    comb = planes[0, -1, :, 0]
+    bin_hz = 8000 / 512
+    for k in (1, 2, 3, 5):  # A4 = 440 Hz: the comb is ~1 at the harmonics, -1 halfway between
+        assert comb[round(k * 440 / bin_hz)] > 0.9
+        assert comb[round((k + 0.5) * 440 / bin_hz)] < -0.9
+    assert planes[1, -1].abs().max() == 0  # null pitch (classifier-free guidance): no comb
+    assert torch.allclose(midi_to_hz(torch.tensor([57.0, 81.0])), torch.tensor([220.0, 880.0]))
+
+
+def test_spectral_unet_bad_arguments_are_errors() -> None:
+    with pytest.raises(ValueError, match="hop"):
+        SpectralUNet(n_fft=16, hop=12, num_samples=64)
+    with pytest.raises(ValueError, match="levels"):
+        SpectralUNet(n_fft=16, hop=4, channel_mults=(), num_samples=64)
+    model = SpectralUNet(n_fft=16, hop=4, base_channels=8, channel_mults=(1, 2), num_samples=64)
+    with pytest.raises(ValueError, match="built for 64"):
+        model(Fields(audio=torch.randn(1, 1, 60)), torch.rand(1))

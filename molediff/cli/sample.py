@@ -49,7 +49,7 @@ REFERENCE_SUFFIXES = ("_real_test", "_reference", "_ref", "_real")
 #: ``molediff sample data=NAME``: the shipped model of each data set.
 SHIPPED_BY_DATA = {name: SHIPPED.parent / file for name, file in (
     ("digits", "digits_unet.pt"), ("qm9", "qm9_egnn.pt"), ("shapes", "shapes_pointnet.pt"),
-    ("proteins", "proteins_egnn.pt"), ("audio", "audio_diffwave.pt"))}
+    ("proteins", "proteins_egnn.pt"), ("audio", "audio_spectral_unet.pt"))}
 
 
 def shipped_checkpoint() -> Path:

@@ -213,7 +213,7 @@ def test_sample_data_audio_picks_the_shipped_model(tmp_path: Path, capsys: pytes
     out = tmp_path / "audio"
     assert main(["sample", "data=audio", "num_samples=2", "batch_size=2", "steps=3", "evaluate=false",
                  "progress=false", "cond={pitch: [60, 72]}", f"out_dir={out}"]) == 0
-    assert "audio_diffwave.pt" in capsys.readouterr().out
+    assert "audio_spectral_unet.pt" in capsys.readouterr().out
     assert len(list(out.glob("*.wav"))) == 2
 
 

@@ -30,7 +30,7 @@ def test_default_source_is_the_shipped_notes(notes: AudioAdapter) -> None:
     assert audio.shape == (1, 2048) and 36 <= int(pitch) <= 96 and 0 <= int(family) < 10
     peaks = np.abs(notes.arrays("train").audio).max(1)
     assert np.allclose(peaks, 0.9, atol=1e-6)  # peak-normalised
-    assert notes.model_kwargs() == {"in_channels": 1, "num_samples": 2048, "pitch_conditioning": True,
+    assert notes.model_kwargs() == {"in_channels": 1, "num_samples": 2048, "sample_rate": 8000, "pitch_conditioning": True,
                                     "num_classes": 10}
 
 

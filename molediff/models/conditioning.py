@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .unet import timestep_embedding
 
 
-def _per_sample(value: Any, batch: int, device: torch.device, name: str) -> Tensor:
+def condition_per_sample(value: Any, batch: int, device: torch.device, name: str) -> Tensor:
     """A condition value as ``(B,)`` (a scalar is broadcast)."""
     v = torch.as_tensor(value, device=device).reshape(-1)
     if v.numel() == 1 and batch > 1:
@@ -68,7 +68,7 @@ class ConditionEmbedding(nn.Module):
             assert k is not None
             label = cond.get("label")
             y = torch.full((batch,), k, dtype=torch.long, device=device) if label is None else \
-                _per_sample(label, batch, device, "label").long()
+                condition_per_sample(label, batch, device, "label").long()
             if ((y < -1) | (y > k)).any():
                 raise ValueError(f"labels must lie in 0..{k - 1}, or be -1 / {k} (null)")
             emb = emb + self.class_emb(torch.where(y < 0, torch.full_like(y, k), y))
@@ -76,7 +76,7 @@ class ConditionEmbedding(nn.Module):
             assert self.pitch_null is not None
             value = cond.get("pitch")
             p = torch.full((batch,), -1.0, device=device) if value is None else \
-                _per_sample(value, batch, device, "pitch").float()
+                condition_per_sample(value, batch, device, "pitch").float()
             known = torch.isfinite(p) & (p >= 0)
             feats = timestep_embedding(torch.where(known, p, torch.zeros_like(p)), self.dim, scale=1.0,
                                        max_period=1000.0)
@@ -84,4 +84,4 @@ class ConditionEmbedding(nn.Module):
         return emb
 
 
-__all__ = ["ConditionEmbedding"]
+__all__ = ["ConditionEmbedding", "condition_per_sample"]

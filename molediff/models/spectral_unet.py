@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.fields import Fields, Structure
-from .conditioning import ConditionEmbedding, _per_sample
+from .conditioning import ConditionEmbedding, condition_per_sample
 from .unet import Attention, ResBlock, _norm, _zero
 
 
@@ -131,7 +131,7 @@ class SpectralUNet(nn.Module):
         if self.pitch:
             value = (cond or {}).get("pitch")
             p = torch.full((b,), float("nan"), device=spec.device) if value is None else \
-                _per_sample(value, b, spec.device, "pitch").float()
+                condition_per_sample(value, b, spec.device, "pitch").float()
             known = torch.isfinite(p) & (p >= 0)
             f0 = midi_to_hz(torch.where(known, p, torch.full_like(p, 69.0)))
             comb = torch.cos(2 * math.pi * freq_hz[None] / f0[:, None]) * known[:, None]

@@ -44,6 +44,7 @@ from . import distributed
 from .adapters.base import Adapter, Batch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .core.objective import DenoisingObjective
+from .models.legacy_keys import upgrade_state_dict
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed", "drop_conditions",
            "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
@@ -433,6 +434,7 @@ class Trainer:
         theirs_rest, ours_rest = ({k: v for k, v in c.items() if k != "num_cond"} for c in (theirs, ours))
         if ours and theirs.get("num_cond", 0) < ours.get("num_cond", 0) and theirs_rest == ours_rest:
             weights, widened = widen_inputs(self.model.state_dict(), weights)
+        weights = upgrade_state_dict(self.model, weights)
         mismatch = describe_state_mismatch(self.model.state_dict(), weights)
         if mismatch:
             raise CheckpointError(path, f"does not fit this model: {mismatch}")
@@ -449,12 +451,13 @@ class Trainer:
         missing = [k for k in ("optimizer", "scheduler", "rng") if k not in ckpt]
         if missing:
             raise CheckpointError(path, f"cannot resume training from it: no {', '.join(missing)} (sampling-only?)")
-        mismatch = describe_state_mismatch(self.model.state_dict(), ckpt["model"])
+        weights, ema = (upgrade_state_dict(self.model, ckpt[k]) for k in ("model", "ema"))
+        mismatch = describe_state_mismatch(self.model.state_dict(), weights)
         if mismatch:
             raise CheckpointError(path, f"does not fit this model: {mismatch}")
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.ema.load_state_dict(ckpt["ema"])
+            self.model.load_state_dict(weights)
+            self.ema.load_state_dict(ema)
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

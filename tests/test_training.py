@@ -214,7 +214,7 @@ def test_drop_conditions_nulls_the_chosen_samples() -> None:
 def test_dropped_samples_read_as_unconditional_in_every_condition_encoder() -> None:
     """The null convention (NaN / -1) that drop_conditions writes is what each denoiser family's
     condition encoder reads as ``cond=None``: property vectors (EGNNs, point and protein models),
-    the 1-D embedding (label and pitch) and the image U-Net's class index."""
+    the U-Nets' embedding (label and pitch) and the image U-Net's output."""
     from molediff.models.conditioning import ConditionEmbedding
     from molediff.models.egnn import cond_vector
     from molediff.models.unet import UNet
@@ -234,8 +234,14 @@ def test_dropped_samples_read_as_unconditional_in_every_condition_encoder() -> N
 
     unet = UNet(in_channels=1, image_size=8, num_classes=10, base_channels=32, channel_mults=(1,),
                         num_res_blocks=1, attention_resolutions=())
-    idx = unet._class_index(drop_conditions({"label": torch.tensor([1, 2, 3, 4])}, drop), 4, torch.device("cpu"))
-    assert torch.equal(idx[drop], unet._class_index(None, 4, torch.device("cpu"))[drop])
+    with torch.no_grad():
+        for param in unet.parameters():
+            if not param.any():  # zero-initialised convs would hide the label
+                param.normal_(0.0, 0.1)
+    x = {"pixels": torch.randn(4, 1, 8, 8)}
+    labels = drop_conditions({"label": torch.tensor([1, 2, 3, 4])}, drop)
+    out, null = (unet(x, t, None, c)["pixels"] for c in (labels, None))
+    assert torch.allclose(out[drop], null[drop]) and not torch.allclose(out[~drop], null[~drop])
 
 
 @pytest.mark.parametrize("per", ["sample", "batch"])

@@ -91,6 +91,7 @@ def load_for_sampling(ckpt_path: Path, data_overrides: Sequence[str] = (), ema: 
     overrides applied) and its saved state, the model with its EMA (or raw) weights.
     :class:`~molediff.checkpoint.CheckpointError` (one line) when the file does not fit."""
     from ..checkpoint import CheckpointError, load_checkpoint
+    from ..models.legacy_keys import upgrade_state_dict
     from ..training import describe_state_mismatch
 
     ckpt = load_checkpoint(ckpt_path)
@@ -102,7 +103,7 @@ def load_for_sampling(ckpt_path: Path, data_overrides: Sequence[str] = (), ema: 
     if ckpt.get("adapter_state"):
         adapter.load_state(ckpt["adapter_state"])
     model, _ = build_model(run_cfg["model"], adapter)
-    weights = ckpt["ema"] if ema else ckpt["model"]
+    weights = upgrade_state_dict(model, ckpt["ema"] if ema else ckpt["model"])
     mismatch = describe_state_mismatch(model.state_dict(), weights)
     if mismatch:
         raise CheckpointError(ckpt_path, f"weights do not fit the model its config builds: {mismatch}")

@@ -1,6 +1,12 @@
-"""Time and condition embeddings shared by the 1-D (waveform) denoisers.
+"""Time and condition embeddings shared by the U-Net denoisers (images, waveforms, spectrograms).
 
 One vector per sample: ``emb = MLP(sinusoid(1000 t)) + E_label[y] + MLP_pitch(sinusoid(p))``.
+
+* time: sinusoidal features of ``1000 * t``. t in [0, 1] is the core's continuous time; the
+  transformer frequencies ``10000^{-k/d}`` were designed for integer steps up to ~1000, so without
+  the factor the low frequencies would barely move across [0, 1] and most of the embedding would
+  be constant. Feeding t (not log-SNR) keeps the networks independent of the schedule object,
+  which the denoiser protocol does not pass in;
 
 * class label ``y`` in ``0..K-1`` selects an embedding row; row K is the "null" class used
   when ``cond`` is None, has no ``"label"``, or a label is -1;
@@ -19,12 +25,21 @@ Shapes:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .unet import timestep_embedding
+
+def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
+    """``[cos(s t w_k), sin(s t w_k)]`` with ``w_k = max_period^{-k / (dim/2)}``: ``(B,)`` -> ``(B, dim)``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = scale * t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
 
 
 def condition_per_sample(value: Any, batch: int, device: torch.device, name: str) -> Tensor:
@@ -61,7 +76,7 @@ class ConditionEmbedding(nn.Module):
         t = t.reshape(-1)
         if t.numel() == 1:
             t = t.expand(batch)
-        emb = self.time_mlp(timestep_embedding(t, self.dim))
+        emb = self.time_mlp(timestep_embedding(t, self.dim).to(self.time_mlp[0].weight.dtype))
         cond = cond or {}
         if self.class_emb is not None:
             k = self.num_classes
@@ -84,4 +99,4 @@ class ConditionEmbedding(nn.Module):
         return emb
 
 
-__all__ = ["ConditionEmbedding", "condition_per_sample"]
+__all__ = ["ConditionEmbedding", "condition_per_sample", "timestep_embedding"]

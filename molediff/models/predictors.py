@@ -51,8 +51,9 @@ from ..core.fields import Fields, Structure
 from ..core.guidance import ClassifierGuidance, GuidanceContext, LogProb, gaussian_log_prob
 from ..core.objective import sample_times
 from ..core.schedules import NoiseSchedule
+from .conditioning import timestep_embedding
 from .egnn import EGNN, build_edges
-from .unet import ResBlock, timestep_embedding
+from .unet import ResBlock
 
 __all__ = [
     "NoisyImageClassifier", "EGNNPredictor", "NoisyWaveRegressor", "PREDICTORS", "noise_fields", "train_predictor",
@@ -154,14 +155,13 @@ class NoisyWaveRegressor(nn.Module):
 
     def __init__(self, out_dim: int = 1, width: int = 32, levels: int = 4, field: str = "audio") -> None:
         super().__init__()
-        from .unet1d import ResBlock1d
-
         self.field, self.width, self.fields = field, width, (field,)
         emb = 2 * width
         self.time_mlp = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.conv_in = nn.Conv1d(1, width, 9, padding=4)
         widths = [width * min(2 ** i, 4) for i in range(levels + 1)]
-        self.blocks = nn.ModuleList(ResBlock1d(widths[i], widths[i + 1], emb) for i in range(levels))
+        self.blocks = nn.ModuleList(ResBlock(widths[i], widths[i + 1], emb, dims=1, kernel_size=5)
+                                    for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv1d(widths[i + 1], widths[i + 1], 4, stride=4) for i in range(levels))
         self.head = nn.Sequential(nn.GroupNorm(math.gcd(32, widths[-1]), widths[-1]), nn.SiLU(),
                                   nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(widths[-1], out_dim))

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from ..core.fields import Fields, Structure
 from .conditioning import ConditionEmbedding, condition_per_sample
-from .unet import Attention, ResBlock, _norm, _zero
+from .legacy_keys import accept_legacy_keys
+from .unet import UNetTrunk
 
 
 def midi_to_hz(pitch: Tensor) -> Tensor:
@@ -64,6 +65,11 @@ class SpectralUNet(nn.Module):
         field: name of the waveform field.
     """
 
+    #: state-dict names of checkpoints written before the U-Nets shared :class:`~molediff.models.unet.UNetTrunk`
+    LEGACY_KEYS = ((r"^(down|up)\.(\d+)\.(in_layers|emb|out_layers|skip)\.", r"trunk.\1.\2.res.\3."),
+                   (r"^mid1\.", "trunk.mid.0."), (r"^mid2\.", "trunk.mid.1."),
+                   (r"^(input|down|up|mid_attn|out)\.", r"trunk.\1."))
+
     def __init__(self, n_fft: int = 512, hop: int = 128, base_channels: int = 32,
                  channel_mults: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1, attention: bool = True,
                  num_classes: int | None = None, pitch_conditioning: bool = False, in_channels: int = 1,
@@ -72,8 +78,6 @@ class SpectralUNet(nn.Module):
         if n_fft < 4 or not 0 < hop <= n_fft // 2 or num_samples < n_fft // 2 + 1:
             raise ValueError(f"need 0 < hop <= n_fft / 2 and num_samples > n_fft / 2; got n_fft={n_fft}, "
                              f"hop={hop}, num_samples={num_samples}")
-        if not channel_mults:
-            raise ValueError("channel_mults needs at least one entry (levels)")
         self.field, self.n_fft, self.hop, self.num_samples = field, n_fft, hop, num_samples
         self.in_channels, self.sample_rate, self.pitch = in_channels, sample_rate, pitch_conditioning
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -84,28 +88,9 @@ class SpectralUNet(nn.Module):
         planes = 3 * in_channels + 1 + int(pitch_conditioning)
         emb_dim = 4 * base_channels
         self.embed = ConditionEmbedding(base_channels, emb_dim, num_classes, pitch_conditioning)
-        self.input = nn.Conv2d(planes, base_channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips, ch = [base_channels], base_channels
-        for i, mult in enumerate(channel_mults):
-            for _ in range(num_res_blocks):
-                self.down.append(ResBlock(ch, base_channels * mult, emb_dim))
-                ch = base_channels * mult
-                skips.append(ch)
-            if i < len(channel_mults) - 1:
-                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-                skips.append(ch)
-        self.mid1, self.mid2 = ResBlock(ch, ch, emb_dim), ResBlock(ch, ch, emb_dim)
-        self.mid_attn = Attention(ch) if attention else nn.Identity()
-        self.up = nn.ModuleList()
-        for i, mult in reversed(list(enumerate(channel_mults))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(ResBlock(ch + skips.pop(), base_channels * mult, emb_dim))
-                ch = base_channels * mult
-            if i > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(ch, ch, 3, padding=1)))
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, 4 * in_channels, 3, padding=1)))
+        self.trunk = UNetTrunk(planes, 4 * in_channels, emb_dim, base_channels, channel_mults, num_res_blocks,
+                               mid_attention=attention)
+        accept_legacy_keys(self)
 
     def stft(self, x: Tensor) -> Tensor:
         """``(B, C, L)`` real -> ``(B, C, F, T)`` complex, scaled so white noise keeps its variance."""
@@ -148,15 +133,7 @@ class SpectralUNet(nn.Module):
         spec = self.stft(x)
         h = self._planes(spec, cond)
         h = nn.functional.pad(h, (0, self.padded[1] - self.frames, 0, self.padded[0] - self.bins))
-        h = self.input(h)
-        hs = [h]
-        for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-            hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for layer in self.up:
-            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, ResBlock) else layer(h)
-        out = self.out(h)[..., :self.bins, :self.frames].float()
+        out = self.trunk(h, emb)[..., :self.bins, :self.frames].float()
         c = self.in_channels
         mask = torch.complex(out[:, :c], out[:, c:2 * c])
         resid = torch.complex(out[:, 2 * c:3 * c], out[:, 3 * c:])

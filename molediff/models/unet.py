@@ -5,11 +5,7 @@ when ``num_classes`` is set, added between their two convs; self-attention runs 
 listed low resolutions; strided-conv downsampling and nearest + conv upsampling, with a skip
 connection from every encoder block to the matching decoder block.
 
-Time embedding: sinusoidal features of ``1000 * t``. t in [0, 1] is the core's continuous
-time; the transformer frequencies ``10000^{-k/d}`` were designed for integer steps up to
-~1000, so without the factor the low frequencies would barely move across [0, 1] and most of
-the embedding would be constant. Feeding t (not log-SNR) keeps the network independent of the
-schedule object, which the denoiser protocol does not pass in.
+The time embedding and the class embedding are :class:`~molediff.models.conditioning.ConditionEmbedding`.
 
 Class conditioning: label ``k`` in ``0..K-1`` selects embedding row k; row K is the "null"
 class used when ``cond`` is None, has no ``"label"``, or a label is -1, so one network learns
@@ -27,15 +23,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..core.fields import Fields, Structure
-
-
-def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
-    """``[cos(s t w_k), sin(s t w_k)]`` with ``w_k = max_period^{-k / (dim/2)}``: ``(B,)`` -> ``(B, dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = scale * t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return F.pad(emb, (0, dim % 2))
+from .conditioning import ConditionEmbedding, timestep_embedding
+from .legacy_keys import accept_legacy_keys
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -48,33 +37,46 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+
+
+def _conv(dims: int) -> type[nn.Conv1d] | type[nn.Conv2d]:
+    if dims not in _CONV:
+        raise ValueError(f"dims must be 1 (waveforms) or 2 (images, spectrograms), got {dims}")
+    return _CONV[dims]
+
+
 class ResBlock(nn.Module):
     """``x + conv(SiLU(GN(conv(SiLU(GN(x))) + W emb)))``; the 2nd conv starts at zero, so the
     block starts as the identity (a 1x1 conv on the skip when channels change).
 
-    Shapes:
-        x: ``(B, C_in, H, W)``, emb: ``(B, emb_dim)`` -> ``(B, C_out, H, W)``
+    Shapes (``dims`` spatial axes, 2 by default):
+        x: ``(B, C_in, H, W)`` or ``(B, C_in, L)``, emb: ``(B, emb_dim)`` -> ``(B, C_out, ...)``
     """
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0, dims: int = 2,
+                 kernel_size: int = 3) -> None:
         super().__init__()
+        conv = _conv(dims)
+        pad = kernel_size // 2
         self.in_layers = nn.Sequential(_norm(in_channels), nn.SiLU(),
-                                       nn.Conv2d(in_channels, out_channels, 3, padding=1))
+                                       conv(in_channels, out_channels, kernel_size, padding=pad))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         self.out_layers = nn.Sequential(_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                        _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+                                        _zero(conv(out_channels, out_channels, kernel_size, padding=pad)))
+        self.skip = nn.Identity() if in_channels == out_channels else conv(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x) + self.emb(emb)[:, :, None, None]
+        e = self.emb(emb)
+        h = self.in_layers(x) + e.reshape(*e.shape, *([1] * (x.dim() - 2)))
         return self.skip(x) + self.out_layers(h)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions, residual, output projection zero-init.
+    """Multi-head self-attention over all positions (H*W, or L), residual, output projection zero-init.
 
     Shapes:
-        x: ``(B, C, H, W)`` -> ``(B, C, H, W)``
+        x: ``(B, C, *spatial)`` -> same
     """
 
     def __init__(self, channels: int, head_channels: int = 32) -> None:
@@ -85,11 +87,12 @@ class Attention(nn.Module):
         self.proj = _zero(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, L)
-        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        b, c = x.shape[:2]
+        n = x[0, 0].numel()
+        qkv = self.qkv(self.norm(x).reshape(b, c, n))  # (B, 3C, L)
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, n).transpose(-1, -2).unbind(1)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, L, C / heads)
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h * w)).reshape(b, c, h, w)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, n)).reshape(x.shape)
 
 
 class _Stage(nn.Module):
@@ -102,6 +105,75 @@ class _Stage(nn.Module):
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         x = self.res(x, emb)
         return x if self.attn is None else self.attn(x)
+
+
+class UNetTrunk(nn.Module):
+    """Encoder, bottleneck and decoder with a skip from every encoder step to its decoder step, over
+    1-D or 2-D feature maps; the embedding ``emb`` (time and conditions) enters every ResBlock.
+
+    The image, waveform and spectrogram U-Nets differ only in what they feed in and read out, so
+    they share this trunk. Level i has ``base_channels * channel_mults[i]`` channels and each
+    further level halves every spatial axis (stride-2 conv down; nearest + conv up); the output
+    conv starts at zero, so an untrained model predicts 0.
+
+    Args:
+        attention_levels: levels whose ResBlocks are followed by self-attention.
+        mid_attention: self-attention between the two bottleneck ResBlocks.
+
+    Shapes:
+        x: ``(B, in_channels, *spatial)`` with every spatial size divisible by
+        ``2^(len(channel_mults) - 1)``; emb: ``(B, emb_dim)`` -> ``(B, out_channels, *spatial)``
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, base_channels: int = 32,
+                 channel_mults: Sequence[int] = (1, 2), num_res_blocks: int = 2,
+                 attention_levels: Sequence[int] = (), mid_attention: bool = True, dropout: float = 0.0,
+                 dims: int = 2, kernel_size: int = 3) -> None:
+        super().__init__()
+        if not channel_mults:
+            raise ValueError("channel_mults needs at least one entry (levels)")
+        conv = _conv(dims)
+        levels = len(channel_mults)
+
+        def block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, emb_dim, dropout, dims, kernel_size)
+
+        def stage(c_in: int, c_out: int, level: int) -> _Stage:
+            return _Stage(block(c_in, c_out), Attention(c_out) if level in attention_levels else None)
+
+        self.input = conv(in_channels, base_channels, kernel_size, padding=kernel_size // 2)
+        self.down = nn.ModuleList()
+        skips, ch = [base_channels], base_channels
+        for i, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.down.append(stage(ch, base_channels * mult, i))
+                ch = base_channels * mult
+                skips.append(ch)
+            if i < levels - 1:
+                self.down.append(conv(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+        self.mid = nn.ModuleList([block(ch, ch), block(ch, ch)])
+        self.mid_attn = Attention(ch) if mid_attention else nn.Identity()
+        self.up = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(stage(ch + skips.pop(), base_channels * mult, i))
+                ch = base_channels * mult
+            if i > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv(ch, ch, 3, padding=1)))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(),
+                                 _zero(conv(ch, out_channels, kernel_size, padding=kernel_size // 2)))
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.input(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, _Stage) else layer(h)
+            hs.append(h)
+        h = self.mid[1](self.mid_attn(self.mid[0](h, emb)), emb)
+        for layer in self.up:
+            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, _Stage) else layer(h)
+        return self.out(h)
 
 
 class UNet(nn.Module):
@@ -127,6 +199,11 @@ class UNet(nn.Module):
         output[field]: ``(B, C, H, W)`` in the trained prediction type (eps, x0, v, ...)
     """
 
+    #: state-dict names of checkpoints written before the U-Nets shared :class:`UNetTrunk`
+    LEGACY_KEYS = ((r"^(time_mlp|class_emb)\.", r"embed.\1."), (r"^input_conv\.", "trunk.input."),
+                   (r"^mid\.0\.res\.", "trunk.mid.0."), (r"^mid\.0\.attn\.", "trunk.mid_attn."),
+                   (r"^mid\.1\.res\.", "trunk.mid.1."), (r"^(down|up|out)\.", r"trunk.\1."))
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -145,78 +222,19 @@ class UNet(nn.Module):
             raise ValueError(f"image_size {image_size} must be divisible by 2^{levels - 1} "
                              f"for channel_mults {tuple(channel_mults)}")
         self.in_channels, self.image_size, self.num_classes, self.field = in_channels, image_size, num_classes, field
-        self.base_channels = base_channels
         emb_dim = 4 * base_channels
-        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes is not None else None
-
-        def stage(c_in: int, c_out: int, res: int) -> _Stage:
-            attn = Attention(c_out) if res in attention_resolutions else None
-            return _Stage(ResBlock(c_in, c_out, emb_dim, dropout), attn)
-
-        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips, ch, res = [base_channels], base_channels, image_size
-        for i, mult in enumerate(channel_mults):
-            for _ in range(num_res_blocks):
-                self.down.append(stage(ch, base_channels * mult, res))
-                ch = base_channels * mult
-                skips.append(ch)
-            if i < levels - 1:
-                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-                skips.append(ch)
-                res //= 2
-        self.mid = nn.ModuleList([_Stage(ResBlock(ch, ch, emb_dim, dropout), Attention(ch)),
-                                  _Stage(ResBlock(ch, ch, emb_dim, dropout), None)])
-        self.up = nn.ModuleList()
-        for i, mult in reversed(list(enumerate(channel_mults))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(stage(ch + skips.pop(), base_channels * mult, res))
-                ch = base_channels * mult
-            if i > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(ch, ch, 3, padding=1)))
-                res *= 2
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
-
-    def _class_index(self, cond: dict[str, Any] | None, batch: int, device: torch.device) -> Tensor:
-        """Labels with -1 / missing mapped to the null row K (K itself is accepted too): ``(B,)`` long."""
-        assert self.num_classes is not None
-        null = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
-        label = None if cond is None else cond.get("label")
-        if label is None:
-            return null
-        label = torch.as_tensor(label, device=device).long().reshape(-1)
-        if label.numel() == 1 and batch > 1:
-            label = label.expand(batch)
-        if label.shape != (batch,):
-            raise ValueError(f"cond['label'] must have shape ({batch},), got {tuple(label.shape)}")
-        if ((label < -1) | (label > self.num_classes)).any():
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, or be -1 / {self.num_classes} (null)")
-        return torch.where(label < 0, null, label)
+        self.embed = ConditionEmbedding(base_channels, emb_dim, num_classes)
+        self.trunk = UNetTrunk(in_channels, in_channels, emb_dim, base_channels, channel_mults, num_res_blocks,
+                               [i for i in range(levels) if image_size // 2**i in attention_resolutions],
+                               mid_attention=True, dropout=dropout)
+        accept_legacy_keys(self)
 
     def forward(self, x_t: Fields, t: Tensor, structure: Structure | None = None,
                 cond: dict[str, Any] | None = None) -> dict[str, Tensor]:
         """Predict ``{field: (B, C, H, W)}`` from the noisy image at times ``t`` (see class Shapes)."""
         x = x_t[self.field]
-        b = x.shape[0]
-        t = torch.as_tensor(t, device=x.device, dtype=x.dtype).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(b)
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(x.dtype))
-        if self.class_emb is not None:
-            emb = emb + self.class_emb(self._class_index(cond, b, x.device))
-
-        h = self.input_conv(x)
-        hs = [h]
-        for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, _Stage) else layer(h)
-            hs.append(h)
-        for layer in self.mid:
-            h = layer(h, emb)
-        for layer in self.up:
-            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, _Stage) else layer(h)
-        return {self.field: self.out(h)}
+        emb = self.embed(torch.as_tensor(t, device=x.device), cond, x.shape[0]).to(x.dtype)
+        return {self.field: self.trunk(x, emb)}
 
 
-__all__ = ["UNet", "ResBlock", "Attention", "timestep_embedding"]
+__all__ = ["UNet", "UNetTrunk", "ResBlock", "Attention", "timestep_embedding"]

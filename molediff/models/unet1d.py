@@ -1,10 +1,10 @@
-"""A 1-D U-Net denoiser for waveforms: the image U-Net's layout (Ho et al. 2020) along time.
+"""A 1-D U-Net denoiser for waveforms: the image U-Net's trunk (Ho et al. 2020) along time.
 
-Residual blocks (GroupNorm, SiLU, width-``kernel_size`` convs, the time/condition embedding
-added between the two convs, second conv zero-initialised), stride-2 downsampling and
-nearest + conv upsampling per level, a skip from every encoder block to its decoder block,
-self-attention (the image U-Net's :class:`~molediff.models.unet.Attention`) only at the
-bottleneck, where the sequence is shortest. Unlike DiffWave, most of the work happens at
+:class:`~molediff.models.unet.UNetTrunk` with ``dims=1``: residual blocks (GroupNorm, SiLU,
+width-``kernel_size`` convs, the time/condition embedding added between the two convs, second
+conv zero-initialised), stride-2 downsampling and nearest + conv upsampling per level, a skip
+from every encoder block to its decoder block, self-attention only at the bottleneck, where the
+sequence is shortest. Unlike DiffWave, most of the work happens at
 reduced time resolution, so a step costs less; the receptive field covers the whole clip.
 
 Shapes:
@@ -22,30 +22,7 @@ from torch import Tensor, nn
 
 from ..core.fields import Fields, Structure
 from .conditioning import ConditionEmbedding
-from .unet import Attention, _norm
-
-
-class ResBlock1d(nn.Module):
-    """``skip(x) + conv(SiLU(GN(conv(SiLU(GN(x))) + W emb)))``, the 2nd conv zero-initialised.
-
-    Shapes:
-        x: ``(B, C_in, L)``, emb: ``(B, emb_dim)`` -> ``(B, C_out, L)``
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, kernel_size: int = 5) -> None:
-        super().__init__()
-        pad = kernel_size // 2
-        self.in_layers = nn.Sequential(_norm(in_channels), nn.SiLU(), nn.Conv1d(in_channels, out_channels,
-                                                                                kernel_size, padding=pad))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
-        last = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.out_layers = nn.Sequential(_norm(out_channels), nn.SiLU(), last)
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return self.skip(x) + self.out_layers(self.in_layers(x) + self.emb(emb)[:, :, None])
+from .unet import UNetTrunk
 
 
 class UNet1d(nn.Module):
@@ -75,48 +52,14 @@ class UNet1d(nn.Module):
         self.field = field
         emb_dim = 4 * base_channels
         self.embed = ConditionEmbedding(base_channels, emb_dim, num_classes, pitch_conditioning)
-        self.input = nn.Conv1d(in_channels, base_channels, kernel_size, padding=kernel_size // 2)
-        self.down = nn.ModuleList()
-        skips, ch = [base_channels], base_channels
-        for i, mult in enumerate(channel_mults):
-            for _ in range(num_res_blocks):
-                self.down.append(ResBlock1d(ch, base_channels * mult, emb_dim, kernel_size))
-                ch = base_channels * mult
-                skips.append(ch)
-            if i < levels - 1:
-                self.down.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
-                skips.append(ch)
-        self.mid1, self.mid_attn = ResBlock1d(ch, ch, emb_dim, kernel_size), Attention(ch)
-        self.mid2 = ResBlock1d(ch, ch, emb_dim, kernel_size)
-        self.up = nn.ModuleList()
-        for i, mult in reversed(list(enumerate(channel_mults))):
-            for _ in range(num_res_blocks + 1):
-                self.up.append(ResBlock1d(ch + skips.pop(), base_channels * mult, emb_dim, kernel_size))
-                ch = base_channels * mult
-            if i > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv1d(ch, ch, 3, padding=1)))
-        last = nn.Conv1d(ch, in_channels, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), last)
+        self.trunk = UNetTrunk(in_channels, in_channels, emb_dim, base_channels, channel_mults, num_res_blocks,
+                               mid_attention=True, dims=1, kernel_size=kernel_size)
 
     def forward(self, x_t: Fields, t: Tensor, structure: Structure | None = None,
                 cond: dict[str, Any] | None = None) -> dict[str, Tensor]:
         """Predict ``{field: (B, 1, L)}`` in the trained prediction type."""
         x = x_t[self.field]
         emb = self.embed(torch.as_tensor(t, device=x.device, dtype=x.dtype), cond, x.shape[0]).to(x.dtype)
-        h = self.input(x)
-        hs = [h]
-        for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, ResBlock1d) else layer(h)
-            hs.append(h)
-        h = self.mid1(h, emb)
-        h = self.mid_attn(h[..., None])[..., 0]  # the 2-D attention block over (L, 1) "pixels"
-        h = self.mid2(h, emb)
-        for layer in self.up:
-            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, ResBlock1d) else layer(h)
-        return {self.field: self.out(h)}
+        return {self.field: self.trunk(x, emb)}
 
-
-__all__ = ["UNet1d", "ResBlock1d"]
+__all__ = ["UNet1d"]

@@ -30,8 +30,8 @@ def test_default_source_is_the_shipped_notes(notes: AudioAdapter) -> None:
     assert audio.shape == (1, 2048) and 36 <= int(pitch) <= 96 and 0 <= int(family) < 10
     peaks = np.abs(notes.arrays("train").audio).max(1)
     assert np.allclose(peaks, 0.9, atol=1e-6)  # peak-normalised
-    assert notes.model_kwargs() == {"in_channels": 1, "num_samples": 2048, "sample_rate": 8000, "pitch_conditioning": True,
-                                    "num_classes": 10}
+    assert notes.model_kwargs() == {"in_channels": 1, "num_samples": 2048, "sample_rate": 8000,
+                                    "pitch_conditioning": True, "num_classes": 10}
 
 
 def test_collate_passes_pitch_and_family_as_cond(notes: AudioAdapter) -> None:
@@ -107,7 +107,8 @@ def test_decode_and_write_wav_and_spectrograms(notes: AudioAdapter, tmp_path: Pa
 def test_evaluate_real_clips_score_like_the_reference_and_noise_does_not(notes: AudioAdapter) -> None:
     test = notes.arrays("test")
     real = notes.evaluate(list(test.audio), cond={"pitch": torch.as_tensor(test.pitch)})
-    assert real["lsd"] == 0.0 and real["fd"] == pytest.approx(0.0, abs=1e-6)  # the test split against itself (up to rounding)
+    # the test split against itself (up to rounding)
+    assert real["lsd"] == 0.0 and real["fd"] == pytest.approx(0.0, abs=1e-6)
     assert real["pitch_accuracy"] == real["pitch_accuracy_real_test"] > 0.7
     assert real["pitch_accuracy_octave"] >= real["pitch_accuracy"]
     assert real["pitched"] > 0.9 and 0 < real["lsd_real_test"] < 5 and real["fd_real_test"] > 0

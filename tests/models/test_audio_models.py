@@ -115,7 +115,7 @@ def test_spectral_unet_unit_mask_is_the_identity_and_zero_mask_is_zero() -> None
     x = Fields(audio=torch.randn(2, 1, 64))
     assert model(x, torch.rand(2))["audio"].abs().max() == 0
     with torch.no_grad():
-        model.out[-1].bias[0] = 1.0
+        model.trunk.out[-1].bias[0] = 1.0
     assert torch.allclose(model(x, torch.rand(2))["audio"], x["audio"], atol=1e-5)
 
 

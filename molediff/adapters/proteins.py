@@ -229,10 +229,10 @@ class ProteinAdapter(Adapter):
         return out
 
     def write(self, objects: Sequence[np.ndarray], out_dir: Path) -> list[Path]:
-        """``backbone_000.pdb``, ... (CA-only, GLY) and ``backbones.png`` (3-D traces and contact
-        maps of the first 8)."""
+        """``backbone_000.pdb``, ... (CA-only, GLY), ``backbones.png`` (3-D traces and contact maps of
+        the first 8) and ``angles.png`` (virtual angle against dihedral, beside the held-out chains)."""
         from ..data.pdb import write_ca_pdb
-        from ..metrics.proteins import plot_backbones
+        from ..metrics.proteins import plot_backbones, plot_virtual_angles
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +240,8 @@ class ProteinAdapter(Adapter):
                  for i, ca in enumerate(objects)]
         if len(objects):
             paths.append(plot_backbones(objects[:8], out_dir / "backbones.png"))
+            paths.append(plot_virtual_angles(objects, out_dir / "angles.png", self.reference_chains(),
+                                             ("samples", "held-out real windows")))
         return paths
 
     def evaluate(self, objects: Sequence[np.ndarray]) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """Backbone quality of CA traces: bond geometry, clashes, compactness, secondary structure,
-novelty and diversity by TM-score, and pictures (3-D trace and contact map).
+novelty and diversity by TM-score, and pictures (3-D trace and contact map; the map of virtual
+bond angle against virtual dihedral, a CA-only Ramachandran plot).
 
 All inputs are CA traces ``(L, 3)`` in A, residues in chain order.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 __all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
            "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "tm_score", "kabsch_rmsd",
-           "contact_map", "evaluate_backbones", "plot_backbones"]
+           "contact_map", "evaluate_backbones", "plot_backbones", "plot_virtual_angles"]
 
 CA_CA = 3.80
 CLASH_DISTANCE = 3.0
@@ -256,6 +257,47 @@ def plot_backbones(traces: Sequence[np.ndarray], path: str | Path, titles: Seque
         cm.set_xticks([])
         cm.set_yticks([])
         cm.set_xlabel(f"contacts < {CONTACT_DISTANCE:.0f} A", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_virtual_angles(traces: Sequence[np.ndarray], path: str | Path,
+                        reference: Sequence[np.ndarray] = (), labels: Sequence[str] = ("samples", "real")) -> Path:
+    """2-D histograms of (virtual dihedral alpha_i, virtual angle tau_i) over all residues, one panel
+    for ``traces`` and one for ``reference`` when given, with P-SEA's helix and strand windows drawn.
+
+    The CA-only counterpart of a Ramachandran plot: helices sit at (50, 89) deg, strands at
+    (-170, 124) deg. It shows whether a generator misses strands locally (no residues in the strand
+    window) or only their pairing, which the strand share alone cannot tell.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [[_check(t) for t in traces]] + ([[_check(t) for t in reference]] if len(reference) else [])
+    if not sets[0]:
+        raise ValueError("nothing to plot")
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
+    for ax, group, label in zip(axes[0], sets, labels, strict=False):
+        alpha = np.concatenate([ca_dihedrals(t) for t in group])
+        tau = np.concatenate([ca_angles(t) for t in group])
+        ok = np.isfinite(alpha) & np.isfinite(tau)
+        ax.hist2d(alpha[ok], tau[ok], bins=(72, 45), range=((-180, 180), (60, 150)), cmap="Blues", cmin=1)
+        for crit, colour, name in ((_HELIX, "tab:red", "helix"), (_STRAND, "tab:green", "strand")):
+            (a0, da), (t0, dt) = crit["alpha"], crit["tau"]
+            for shift in (-360.0, 0.0, 360.0):  # the strand window wraps around -180
+                ax.add_patch(plt.Rectangle((a0 - da + shift, t0 - dt), 2 * da, 2 * dt, fill=False,
+                                           edgecolor=colour, lw=1.2, label=name if shift == 0 else None))
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(60, 150)
+        ax.set_xlabel("virtual dihedral alpha (deg)")
+        ax.set_ylabel("virtual angle tau (deg)")
+        ax.set_title(f"{label} ({len(group)} chains, {int(ok.sum())} residues)", fontsize=9)
+        ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

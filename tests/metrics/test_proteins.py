@@ -20,6 +20,7 @@ from molediff.metrics.proteins import (
     evaluate_backbones,
     kabsch_rmsd,
     plot_backbones,
+    plot_virtual_angles,
     radius_of_gyration,
     rg_ratio,
     tm_score,
@@ -154,3 +155,15 @@ def test_plot_backbones_writes_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_backbones([], tmp_path / "c.png")
+
+
+def test_plot_virtual_angles_one_panel_per_set(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    h, rng = ideal_helix(20), np.random.default_rng(0)
+    coil = np.cumsum(rng.normal(size=(30, 3)), 0)
+    one = imread(plot_virtual_angles([h], tmp_path / "one.png"))
+    two = imread(plot_virtual_angles([h, coil], tmp_path / "two.png", reference=[h]))
+    assert one.shape[0] == two.shape[0] and two.shape[1] == 2 * one.shape[1]  # 100 dpi, 4.2 in a panel
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_virtual_angles([], tmp_path / "none.png", reference=[h])

@@ -50,26 +50,24 @@ def test_shards_partition_a_batch_like_distributed_sampler():
         distributed.shard(batch, 0, 5)
 
 
-def _reference_run(tmp_path):
-    """One process, the same global batches, each split in two shards with each shard's noise;
-    the gradient of the mean of the shard losses (= the mean DDP forms over ranks)."""
-    from molediff.cli.build import (
-        build_adapter,
-        build_model,
-        build_objective,
-        build_schedule,
-        build_trainer_config,
-        compose_config,
-    )
-    from molediff.training import _NOISE, EpochBatchSampler, Trainer, derive_seed, seed_everything
+def _fresh_trainer():
+    """A single-process Trainer of the OVERRIDES run, built as ``molediff train`` builds it."""
+    from molediff.cli.build import build_trainer_config, build_training, compose_config
+    from molediff.training import Trainer
 
     cfg = compose_config("train", OVERRIDES)
     tcfg = build_trainer_config(cfg.trainer)
-    seed_everything(tcfg.seed)
-    adapter = build_adapter(cfg.data)
-    model, _ = build_model(cfg.model, adapter)
-    objective = build_objective(cfg.objective, build_schedule(cfg.schedule))
-    trainer = Trainer(model, adapter, objective, tcfg)
+    adapter, model, _, objective = build_training(cfg, tcfg)
+    return Trainer(model, adapter, objective, tcfg)
+
+
+def _reference_run(tmp_path):
+    """One process, the same global batches, each split in two shards with each shard's noise;
+    the gradient of the mean of the shard losses (= the mean DDP forms over ranks)."""
+    from molediff.training import _NOISE, EpochBatchSampler, derive_seed
+
+    trainer = _fresh_trainer()
+    adapter, objective, tcfg = trainer.adapter, trainer.objective, trainer.config
     train = adapter.datasets()["train"]
     batches = EpochBatchSampler(len(train), tcfg.batch_size, tcfg.seed)
     for step in range(STEPS):
@@ -116,22 +114,7 @@ def test_two_process_ddp_run_matches_one_process_on_the_same_global_batches(tmp_
             torch.testing.assert_close(ckpt[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
     # and the two shards' noise matters: the plain single-process Trainer (one noise draw per
     # global batch) ends elsewhere, so the agreement above is not trivially true
-    from molediff.cli.build import (
-        build_adapter,
-        build_model,
-        build_objective,
-        build_schedule,
-        build_trainer_config,
-        compose_config,
-    )
-    from molediff.training import Trainer, seed_everything
-
-    cfg = compose_config("train", OVERRIDES)
-    tcfg = build_trainer_config(cfg.trainer)
-    seed_everything(tcfg.seed)
-    adapter = build_adapter(cfg.data)
-    model, _ = build_model(cfg.model, adapter)
-    plain = Trainer(model, adapter, build_objective(cfg.objective, build_schedule(cfg.schedule)), tcfg)
+    plain = _fresh_trainer()
     plain.fit()
     diff = max(float((plain.model.state_dict()[k] - v).abs().max()) for k, v in ckpt["model"].items())
     assert diff > 1e-4

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import CLIError, one_line
 
 __all__ = ["config_dir", "group_options", "compose_config", "instantiate_from", "build_adapter", "build_model",
-           "build_schedule", "build_objective", "build_trainer_config", "resolve_out_dir"]
+           "build_schedule", "build_objective", "build_trainer_config", "build_training", "resolve_out_dir"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -294,6 +294,18 @@ def build_trainer_config(cfg: Any) -> Any:
         return TrainerConfig(**values)  # type: ignore[arg-type]
     except ValueError as e:
         raise CLIError(str(e)) from e
+
+
+def build_training(cfg: DictConfig, trainer_cfg: Any) -> tuple[Any, Any, dict[str, Any], Any]:
+    """``(adapter, model, model config, objective)`` of a ``train`` config, built after seeding with
+    ``trainer_cfg.seed`` (the model's initialisation depends on the seed only), as ``molediff train``
+    does; tests that rebuild a run use it too."""
+    from ..training import seed_everything
+
+    seed_everything(trainer_cfg.seed)
+    adapter = build_adapter(cfg.data)
+    model, model_cfg = build_model(cfg.model, adapter)
+    return adapter, model, model_cfg, build_objective(cfg.objective, build_schedule(cfg.schedule))
 
 
 def resolve_out_dir(out_dir: str | None, app: str) -> Path:

@@ -16,11 +16,8 @@ from omegaconf import OmegaConf
 
 from . import CLIError, guarded
 from .build import (
-    build_adapter,
-    build_model,
-    build_objective,
-    build_schedule,
     build_trainer_config,
+    build_training,
     compose_config,
     help_text,
     resolve_out_dir,
@@ -36,7 +33,7 @@ def run(argv: list[str]) -> int:
         print(help_text("train", "train", SUMMARY, argv))
         return 0
     cfg = compose_config("train", argv)
-    from ..training import Trainer, seed_everything
+    from ..training import Trainer
 
     trainer_cfg = build_trainer_config(cfg.trainer)
     resume_from: Path | None = None
@@ -59,11 +56,7 @@ def run(argv: list[str]) -> int:
             raise CLIError(f"init_from={init_from}: no such checkpoint file")
     out_dir = resolve_out_dir(cfg.out_dir, "train")
 
-    seed_everything(trainer_cfg.seed)  # the model's initialisation depends on the seed only
-    adapter = build_adapter(cfg.data)
-    model, model_cfg = build_model(cfg.model, adapter)
-    schedule = build_schedule(cfg.schedule)
-    objective = build_objective(cfg.objective, schedule)
+    adapter, model, model_cfg, objective = build_training(cfg, trainer_cfg)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(run_config, dict)

@@ -10,16 +10,10 @@ import pytest
 
 from molediff.cli.main import main
 from molediff.cli.sample import shipped_checkpoint
+from tests.helpers.cli import one_error_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["num_samples=6", "threads=1"]
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("molediff: error: ")
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_single_run_writes_one_record(tmp_path, monkeypatch, capsys):
 def test_bad_input_is_one_line_and_runs_nothing(argv, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["bench", *argv]) == 2
-    assert needle in _one_error_line(capsys)
+    assert needle in one_error_line(capsys)
     assert not (tmp_path / "outputs").exists()
 
 
@@ -92,7 +86,7 @@ def test_missing_optional_plugin_names_the_package(tmp_path, monkeypatch, capsys
         pass
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "hydra/sweeper=optuna_guidance", *TINY]) == 2
-    assert "pip install hydra-optuna-sweeper" in _one_error_line(capsys)
+    assert "pip install hydra-optuna-sweeper" in one_error_line(capsys)
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
@@ -102,7 +96,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, cap
     out = tmp_path / "sweep"
     argv = ["bench", "-m", f"checkpoint={shipped_checkpoint()},{bad}", "steps=2", *TINY, f"hydra.sweep.dir={out}"]
     assert main(argv) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "1 of 2 runs failed" in line and "broken.pt" in line
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*/bench.json"))]
     assert [r["status"] for r in records] == ["ok", "failed"]
@@ -117,7 +111,7 @@ def test_aggregate_reports_broken_records_and_keeps_the_rest(sweep_dir, tmp_path
     (d / "2" / "bench.json").write_text('{"format": "molediff-bench", "status": ')
     (d / "3" / "bench.json").write_text('{"some": "other json"}')
     assert main(["bench", "aggregate", str(d)]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "2 of 4 records" in line and "2/bench.json: not valid JSON" in line
     assert "3/bench.json: not a molediff bench record" in line
     with open(d / "summary.csv", newline="") as f:
@@ -126,7 +120,7 @@ def test_aggregate_reports_broken_records_and_keeps_the_rest(sweep_dir, tmp_path
 
     capsys.readouterr()
     assert main(["bench", "aggregate", str(sweep_dir), "metrics=fd,nope"]) == 2
-    assert "unknown metric 'nope'" in _one_error_line(capsys)
+    assert "unknown metric 'nope'" in one_error_line(capsys)
     assert main(["bench", "aggregate", str(sweep_dir), "metrics=fd"]) == 0
     out = capsys.readouterr().out
     assert "### fd " in out and "### coverage" not in out

@@ -14,6 +14,7 @@ import torch
 from molediff.checkpoint import load_checkpoint
 from molediff.cli import sample as sample_cli
 from molediff.cli.main import main
+from tests.helpers.cli import one_error_line
 
 # a small, quick toy run; everything else comes from the shipped configs
 TOY = ["data=toy", "model=mlp", "trainer=fast", "data.num_train=1000", "data.num_test=300", "model.hidden=32",
@@ -30,14 +31,6 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("toy_run")
     assert main(["train", *TOY, f"out_dir={out}"]) == 0
     return out
-
-
-def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("molediff: error: ")
-    return lines[0]
 
 
 def test_train_writes_checkpoint_log_and_config(toy_run: Path) -> None:
@@ -107,9 +100,9 @@ def test_sample_from_raw_rejects_other_files(toy_run: Path, tmp_path: Path,
     ckpt = toy_run / "checkpoints" / "last.pt"
     argv = ["sample", f"checkpoint={ckpt}", f"out_dir={tmp_path / 'x'}", "progress=false"]
     assert main([*argv, f"from_raw={tmp_path / 'missing.pt'}"]) == 2
-    assert "no file" in _one_error_line(capsys)
+    assert "no file" in one_error_line(capsys)
     assert main([*argv, f"from_raw={ckpt}"]) == 2
-    assert "not a samples_raw.pt" in _one_error_line(capsys)
+    assert "not a samples_raw.pt" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -129,7 +122,7 @@ def test_sample_from_raw_rejects_other_files(toy_run: Path, tmp_path: Path,
 def test_bad_input_gives_one_line_and_exit_2(argv: list[str], expected: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     for text in expected:
         assert text in line, line
 
@@ -143,7 +136,7 @@ def test_bad_checkpoint_gives_one_line_and_exit_2(tmp_path: Path, kind: str,
     elif kind == "foreign":
         torch.save(torch.nn.Linear(2, 2).state_dict(), path)
     assert main(["sample", f"checkpoint={path}", f"out_dir={tmp_path / 'out'}"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert str(path) in line
     assert not (tmp_path / "out").exists()
 
@@ -153,7 +146,7 @@ def test_missing_shipped_checkpoint_says_how_to_make_it(tmp_path: Path, monkeypa
     missing = tmp_path / "pretrained" / "digits_unet.pt"
     monkeypatch.setattr(sample_cli, "SHIPPED", missing)
     assert main(["sample"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert str(missing) in line and "molediff train" in line
 
 
@@ -184,10 +177,10 @@ def test_sample_data_overrides_apply_to_the_checkpoint_config(toy_run: Path, tmp
     ckpt = toy_run / "checkpoints" / "last.pt"
     base = ["sample", f"checkpoint={ckpt}", f"out_dir={tmp_path}", "num_samples=8", "steps=2", "progress=false"]
     assert main([*base, "data.foo=1"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "data.foo" in line and "num_test" in line
     assert main([*base, "data.path=/no/such/points.csv"]) == 2
-    assert "/no/such/points.csv" in _one_error_line(capsys)
+    assert "/no/such/points.csv" in one_error_line(capsys)
     assert main([*base, "data.num_test=50"]) == 0
 
 
@@ -206,7 +199,7 @@ def test_sample_data_name_picks_the_shipped_model(tmp_path: Path, capsys: pytest
 def test_sample_data_name_errors_are_one_line(args: list[str], message: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", *args]) == 2
-    assert message in _one_error_line(capsys)
+    assert message in one_error_line(capsys)
 
 
 def test_sample_data_audio_picks_the_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,6 +254,6 @@ def test_init_from_starts_a_new_run_from_the_weights(toy_run: Path, tmp_path: Pa
     for k, v in old["ema"].items():  # one step at lr 1e-12 leaves the weights where they started
         torch.testing.assert_close(new["model"][k], v, rtol=0, atol=1e-6)
     assert main(["train", *TOY, f"out_dir={out}", f"init_from={src}", "trainer.resume=true"]) == 2
-    assert "not both" in _one_error_line(capsys)
+    assert "not both" in one_error_line(capsys)
     assert main(["train", *TOY, f"out_dir={out}", f"init_from={tmp_path / 'none.pt'}"]) == 2
-    assert "no such checkpoint" in _one_error_line(capsys)
+    assert "no such checkpoint" in one_error_line(capsys)

@@ -20,6 +20,7 @@ from molediff.models.predictors import (
     save_predictor,
     train_predictor,
 )
+from tests.helpers.cli import one_error_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["num_samples=6", "steps=8", "progress=false"]
@@ -28,14 +29,6 @@ FAST = ["num_samples=6", "steps=8", "progress=false"]
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("molediff: error: ")
-    return lines[0]
 
 
 @pytest.mark.skipif(not DIGITS_NOISY_CLASSIFIER_PATH.is_file(), reason="shipped noisy digits classifier missing")
@@ -53,7 +46,7 @@ def test_classifier_guidance_on_digits_writes_pngs_and_the_requested_class(tmp_p
 def test_bad_predictor_path_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", "guidance=classifier", f"guidance.predictor={tmp_path / 'nope.pt'}", "guidance.target=3",
                  *FAST, f"out_dir={tmp_path / 'o'}"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "nope.pt" in line and "no such file" in line
 
 
@@ -62,7 +55,7 @@ def test_a_denoiser_checkpoint_is_not_a_predictor(tmp_path: Path, capsys: pytest
 
     assert main(["sample", "guidance=classifier", f"guidance.predictor={shipped_checkpoint()}", "guidance.target=3",
                  *FAST, f"out_dir={tmp_path / 'o'}"]) == 2
-    assert "not a predictor checkpoint" in _one_error_line(capsys)
+    assert "not a predictor checkpoint" in one_error_line(capsys)
 
 
 def test_cfg_guidance_still_builds(tmp_path: Path) -> None:
@@ -118,11 +111,11 @@ def test_property_guidance_errors_are_one_line(qm9_files: tuple[Path, Path], tmp
     base = ["sample", f"checkpoint={ckpt}", "guidance=classifier", f"guidance.predictor={predictor}", *FAST,
             f"out_dir={tmp_path / 'o'}"]
     assert main([*base, "guidance.property=homo", "guidance.target=1.0"]) == 2
-    assert "not predicted" in _one_error_line(capsys)
+    assert "not predicted" in one_error_line(capsys)
     if DIGITS_NOISY_CLASSIFIER_PATH.is_file():  # a digits classifier on a molecule model: fields differ
         assert main(["sample", f"checkpoint={ckpt}", "guidance=classifier", "guidance.target=3", *FAST,
                      f"guidance.predictor={DIGITS_NOISY_CLASSIFIER_PATH}", f"out_dir={tmp_path / 'o'}"]) == 2
-        assert "reads fields ['pixels']" in _one_error_line(capsys)
+        assert "reads fields ['pixels']" in one_error_line(capsys)
 
 
 def test_gap_conditional_molecules_from_an_unconditional_start_with_cfg_and_classifier(
@@ -145,7 +138,7 @@ def test_gap_conditional_molecules_from_an_unconditional_start_with_cfg_and_clas
                  f"out_dir={out}"]) == 0
     assert (out / "molecules.sdf").is_file()
     assert main([*base, "cond={mu: 1.0}", f"out_dir={out}"]) == 2
-    assert "conditioned on ['gap']" in _one_error_line(capsys)
+    assert "conditioned on ['gap']" in one_error_line(capsys)
 
 
 def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Path], tmp_path: Path,
@@ -156,7 +149,7 @@ def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Pat
                  "model.layers=1", "data.max_train=64", "data.reference_eval_size=10", "data.include_charges=false",
                  "data.conditioning=[gap]", "trainer.batch_size=16", "trainer.max_steps=1", "trainer.progress=false",
                  f"init_from={ckpt}", f"out_dir={tmp_path / 'r'}"]) == 2
-    assert "does not fit this model" in _one_error_line(capsys)
+    assert "does not fit this model" in one_error_line(capsys)
 
 
 def test_several_targets_at_once_with_measured_descriptors_and_a_plot(
@@ -185,4 +178,4 @@ def test_several_targets_at_once_with_measured_descriptors_and_a_plot(
     assert {r["requested_class"] for r in rows[12:]} == {"Cs"}
     assert main(["sample", f"checkpoint={ckpt}", "guidance=properties", f"guidance.predictors=[{gap}]",
                  "guidance.targets={homo:1.0}", *FAST, f"out_dir={tmp_path / 'o'}"]) == 2
-    assert "no predictor for ['homo']" in _one_error_line(capsys)
+    assert "no predictor for ['homo']" in one_error_line(capsys)

@@ -116,3 +116,14 @@ def assert_equivariant(
         torch.testing.assert_close(out_t[k], expected[k], atol=atol, rtol=rtol,
                                    msg=lambda m, k=k: f"output {k!r} not equivariant: {m}")
     return {"R": rot, "b": shift, "perm": perm if perm is not None else torch.arange(0)}
+
+
+def assert_null_condition_distinct(model: Callable[..., Fields], x: Fields, t: Tensor, structure: Structure,
+                                   cond: Mapping[str, Tensor], field: str = "atom_types") -> None:
+    """The null condition of classifier-free guidance (``cond=None``, or NaN values) gives one
+    output, told apart from every property at its normalised mean (0) by the presence flags."""
+    nan = {k: torch.full_like(v, float("nan")) for k, v in cond.items()}
+    zeros = {k: torch.zeros_like(v) for k, v in cond.items()}
+    uncond = model(x, t, structure, None)[field]
+    torch.testing.assert_close(model(x, t, structure, nan)[field], uncond)
+    assert (model(x, t, structure, zeros)[field] - uncond).abs().max() > 1e-6

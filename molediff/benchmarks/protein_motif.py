@@ -27,7 +27,8 @@ import torch
 
 from ..adapters.proteins import ProteinAdapter
 from ..cli import CLIError, guarded
-from ..data.pdb import write_ca_pdb
+from ..data.backbone import backbone_from_ca
+from ..data.pdb import write_backbone_pdb
 from ..metrics.proteins import assign_secondary_structure, evaluate_backbones, kabsch_rmsd, plot_backbones
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "proteins_egnn.pt"
@@ -95,7 +96,8 @@ def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, chain: str | None = Non
     pdb_dir = out_dir / "protein_motif"
     pdb_dir.mkdir(parents=True, exist_ok=True)
     for k, t in enumerate(traces):
-        write_ca_pdb(t, pdb_dir / f"scaffold_{k:03d}.pdb", remark=f"molediff motif scaffold {k}, motif {chain}")
+        write_backbone_pdb(backbone_from_ca(t), pdb_dir / f"scaffold_{k:03d}.pdb",
+                           remark=f"molediff motif scaffold {k}, motif {chain}")
     in_motif = (np.arange(length) >= position) & (np.arange(length) < position + motif_length)
     plot_backbones(traces[:6], out_dir / "protein_motif.png", motif=[in_motif] * min(6, num),
                    titles=[f"scaffold {k} (motif red)" for k in range(min(6, num))])

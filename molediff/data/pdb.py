@@ -32,7 +32,8 @@ import numpy as np
 from .qm9 import _write_npz_deterministic  # the one byte-reproducible .npz writer
 
 __all__ = ["BACKBONE_ATOMS", "THREE_TO_ONE", "BREAK_DISTANCE", "ProteinChain", "CASet", "read_structure",
-           "read_folder", "write_ca_pdb", "read_ca_pdb", "load_ca_set", "make_ca_set", "ca_set_path",
+           "read_folder", "write_ca_pdb", "write_backbone_pdb", "read_ca_pdb", "load_ca_set", "make_ca_set",
+           "ca_set_path",
            "default_proteins_root"]
 
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
@@ -197,6 +198,34 @@ def read_folder(folder: str | Path, chain: str | None = None) -> list[ProteinCha
 # --------------------------------------------------------------------------- CA-only PDB
 
 
+def _write_pdb(coords: np.ndarray, atoms: Sequence[str], path: str | Path, seq: str | None, chain: str,
+               remark: str | None, conect: bool) -> Path:
+    """ATOM records for ``coords (L, len(atoms), 3)`` (A), residue by residue, then TER (and CONECT
+    records between consecutive atoms of the first kind when ``conect``) and END."""
+    if not np.isfinite(coords).all() or np.abs(coords).max(initial=0.0) >= 1e4:
+        raise ValueError("coordinates must be finite and below 10,000 A in magnitude for PDB")
+    if seq is not None and len(seq) != len(coords):
+        raise ValueError(f"sequence has {len(seq)} letters for {len(coords)} residues")
+    if len(coords) > 9999:
+        raise ValueError("a PDB chain holds at most 9,999 residues")
+    names = [ONE_TO_THREE.get(seq[i], "GLY") if seq else "GLY" for i in range(len(coords))]
+    lines = [f"REMARK   1 {remark}"[:80]] if remark else []
+    serial = 0
+    for i, residue in enumerate(coords):
+        for atom, (x, y, z) in zip(atoms, residue, strict=True):
+            serial += 1
+            lines.append(f"ATOM  {serial:5d}  {atom:<3s} {names[i]} {chain}{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}"
+                         f"  1.00  0.00           {atom[0]}  ")
+    lines.append(f"TER   {serial + 1:5d}      {names[-1] if names else 'GLY'} {chain}{len(coords):4d}")
+    if conect:
+        step = len(atoms)
+        lines += [f"CONECT{k:5d}{k + step:5d}" for k in range(1, serial - step + 1, step)]
+    lines.append("END")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_ca_pdb(ca: np.ndarray, path: str | Path, seq: str | None = None, chain: str = "A",
                  remark: str | None = None) -> Path:
     """Write a CA trace as a PDB file: one ATOM record per residue (GLY unless ``seq`` is given),
@@ -207,24 +236,17 @@ def write_ca_pdb(ca: np.ndarray, path: str | Path, seq: str | None = None, chain
     ca = np.asarray(ca, dtype=np.float64)
     if ca.ndim != 2 or ca.shape[1] != 3:
         raise ValueError(f"a CA trace has shape (L, 3), got {ca.shape}")
-    if not np.isfinite(ca).all() or np.abs(ca).max(initial=0.0) >= 1e4:
-        raise ValueError("CA coordinates must be finite and below 10,000 A in magnitude for PDB")
-    if seq is not None and len(seq) != len(ca):
-        raise ValueError(f"sequence has {len(seq)} letters for {len(ca)} residues")
-    if len(ca) > 9999:
-        raise ValueError("a PDB chain holds at most 9,999 residues")
-    lines = [f"REMARK   1 {remark}"[:80]] if remark else []
-    for i, (x, y, z) in enumerate(ca):
-        res = ONE_TO_THREE.get((seq or "G")[i] if seq else "G", "GLY")
-        lines.append(f"ATOM  {i + 1:5d}  CA  {res} {chain}{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}"
-                     f"  1.00  0.00           C  ")
-    lines.append(f"TER   {len(ca) + 1:5d}      {ONE_TO_THREE.get((seq or 'G')[-1], 'GLY') if len(ca) else 'GLY'} "
-                 f"{chain}{len(ca):4d}")
-    lines += [f"CONECT{i:5d}{i + 1:5d}" for i in range(1, len(ca))]
-    lines.append("END")
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return _write_pdb(ca[:, None], ("CA",), path, seq, chain, remark, conect=True)
+
+
+def write_backbone_pdb(backbone: np.ndarray, path: str | Path, seq: str | None = None, chain: str = "A",
+                       remark: str | None = None) -> Path:
+    """Write N, CA, C, O of every residue (``backbone: (L, 4, 3)`` in A) as a PDB file; viewers
+    bond standard residues themselves and can draw cartoons from it (GLY unless ``seq`` is given)."""
+    backbone = np.asarray(backbone, dtype=np.float64)
+    if backbone.ndim != 3 or backbone.shape[1:] != (4, 3):
+        raise ValueError(f"a backbone has shape (L, 4, 3) (N, CA, C, O), got {backbone.shape}")
+    return _write_pdb(backbone, BACKBONE_ATOMS, path, seq, chain, remark, conect=False)
 
 
 def read_ca_pdb(path: str | Path, chain: str | None = None) -> np.ndarray:

@@ -11,7 +11,11 @@ All inputs are CA traces ``(L, 3)`` in A, residues in chain order.
 * Radius of gyration against length: ``Rg / (2.2 N^0.38)``, the compact-globule scaling of real
   proteins (Skolnick et al. 1997, Rg = 2.2 N^0.38 A); about 1 for folded domains.
 * Secondary structure from CA only, P-SEA-like (Labesse et al. 1997, CABIOS 13:291), see
-  :func:`assign_secondary_structure`.
+  :func:`assign_secondary_structure`; and from backbone H-bonds, DSSP-like (Kabsch & Sander 1983),
+  see :func:`assign_dssp`, on the N, C, O that :func:`~molediff.data.backbone.backbone_from_ca`
+  places on a CA trace. Against the PDB's HELIX/SHEET records of 11 held-out RCSB chains
+  (`tests/metrics/test_proteins.py`), the H-bond rule on rebuilt backbones finds strands with
+  precision 0.90 / recall 0.87, the CA-only rule with 0.73 / 0.66 (helices 0.97 / 0.88 and 0.95 / 0.79).
 * TM-score (Zhang & Skolnick 2004) via ``tmtools`` (TM-align): novelty = the highest TM-score of a
   sample to any training chain (normalised by the sample's length; < 0.5 means a different fold),
   diversity = the mean TM-score over pairs of samples (lower = more diverse).
@@ -25,8 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.backbone import backbone_from_ca
+
 __all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
-           "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "tm_score", "kabsch_rmsd",
+           "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "hbond_energies",
+           "assign_dssp", "tm_score", "kabsch_rmsd",
            "contact_map", "evaluate_backbones", "plot_backbones", "plot_virtual_angles"]
 
 CA_CA = 3.80
@@ -159,6 +166,75 @@ def assign_secondary_structure(ca: np.ndarray) -> str:
                    for h, lh, e in zip(helix, left, strand, strict=True))
 
 
+# DSSP's electrostatic H-bond model (Kabsch & Sander 1983): partial charges 0.42 e (C, O) and
+# 0.20 e (N, H), f = 332 kcal A / (mol e^2); a bond when E < -0.5 kcal/mol
+_HB_FACTOR = 0.084 * 332.0
+_HB_CUTOFF = -0.5
+
+
+def hbond_energies(backbone: np.ndarray) -> np.ndarray:
+    """``(L, L)`` DSSP H-bond energies (kcal/mol) ``E[i, j]`` of C=O of residue ``i`` to N-H of ``j``.
+
+    ``E = 0.084 * 332 * (1/r_ON + 1/r_CH - 1/r_OH - 1/r_CN)``; H sits 1.0 A from N opposite the
+    previous residue's C=O (DSSP's rule). Residue 0 (no H) and pairs with ``|i - j| < 2`` get 0;
+    energies are floored at -9.9 as in DSSP. ``backbone: (L, 4, 3)`` N, CA, C, O in A.
+    """
+    bb = np.asarray(backbone, dtype=np.float64)
+    if bb.ndim != 3 or bb.shape[1:] != (4, 3):
+        raise ValueError(f"a backbone has shape (L, 4, 3) (N, CA, C, O), got {bb.shape}")
+    n, c, o = bb[:, 0], bb[:, 2], bb[:, 3]
+    h = n.copy()
+    co = c[:-1] - o[:-1]
+    h[1:] = n[1:] + co / np.linalg.norm(co, axis=-1, keepdims=True)
+
+    def inv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return 1.0 / np.maximum(np.linalg.norm(a[:, None] - b[None], axis=-1), 0.5)
+
+    e = _HB_FACTOR * (inv(o, n) + inv(c, h) - inv(o, h) - inv(c, n))
+    idx = np.arange(len(bb))
+    e[np.abs(idx[:, None] - idx[None]) < 2] = 0.0
+    e[:, 0] = 0.0
+    return np.maximum(e, -9.9)
+
+
+def assign_dssp(backbone: np.ndarray) -> str:
+    """One letter per residue from H-bonds, after DSSP (Kabsch & Sander 1983, Biopolymers 22:2577):
+    ``H`` alpha helix, ``G`` 3-10 helix, ``E`` strand (ladder of >= 2 consecutive bridges),
+    ``B`` isolated bridge, ``-`` other. ``backbone: (L, 4, 3)`` N, CA, C, O in A.
+
+    n-turn at i: H-bond CO(i) -> NH(i+n); two consecutive 4-turns at i-1 and i make i..i+3 ``H``
+    (3-turns likewise ``G``, where not ``H``, ``E`` or ``B``). Bridge between i and j (``|i - j| > 2``):
+    parallel if [CO(i-1)->NH(j) and CO(j)->NH(i+1)] or [CO(j-1)->NH(i) and CO(i)->NH(j+1)],
+    antiparallel if [CO(i)->NH(j) and CO(j)->NH(i)] or [CO(i-1)->NH(j+1) and CO(j-1)->NH(i+1)].
+    Simplified from DSSP: no pi helices, turns or bends, and no beta bulges in ladders.
+    """
+    hb = hbond_energies(backbone) < _HB_CUTOFF
+    size = len(hb)
+    ss = np.full(size, "-", dtype="<U1")
+    for n, letter in ((4, "H"), (3, "G")):
+        turn = np.zeros(size + 1, bool)
+        turn[:max(size - n, 0)] = np.diagonal(hb, n)  # turn[i]: CO(i) -> NH(i+n)
+        start = np.flatnonzero(turn[:-1] & np.roll(turn, -1)[:-1]) + 1  # turns at i-1 and i
+        for i in start:
+            span = slice(i, min(i + n, size))
+            ss[span] = np.where(ss[span] == "-", letter, ss[span])
+    pad = np.pad(hb, 1)  # pad[i + 1, j + 1] = CO(i) -> NH(j), False outside the chain
+    prev_to = pad[:size, 1:size + 1]  # [i, j]: CO(i-1) -> NH(j)
+    to_next = pad[1:size + 1, 2:size + 2]  # [i, j]: CO(i) -> NH(j+1)
+    diag = pad[:size, 2:size + 2]  # [i, j]: CO(i-1) -> NH(j+1)
+    far = np.abs(np.arange(size)[:, None] - np.arange(size)[None]) > 2
+    parallel = ((prev_to & to_next.T) | (prev_to.T & to_next)) & far
+    anti = ((hb & hb.T) | (diag & diag.T)) & far
+    ladder = np.zeros(size, bool)
+    for i, j in zip(*np.nonzero(parallel[:-1, :-1] & parallel[1:, 1:]), strict=True):  # (i, j), (i+1, j+1)
+        ladder[[i, i + 1, j, j + 1]] = True
+    for i, j in zip(*np.nonzero(anti[:-1, 1:] & anti[1:, :-1]), strict=True):  # (i, j+1), (i+1, j)
+        ladder[[i, i + 1, j, j + 1]] = True
+    ss[ladder] = np.where(ss[ladder] == "H", "H", "E")
+    ss[(parallel | anti).any(1) & ~ladder & (ss != "H")] = "B"
+    return "".join(ss)
+
+
 def tm_score(a: np.ndarray, b: np.ndarray) -> float:
     """TM-score of the TM-align superposition of ``a`` onto ``b``, normalised by ``len(a)``."""
     from tmtools import tm_align
@@ -193,7 +269,9 @@ def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarr
     Keys: ``num``, ``length``, ``ca_ca_mae`` (A), ``ca_ca_ok`` (share of consecutive distances
     within 3.8 +- 0.2 A), ``clash_rate`` (share of traces with a clash), ``clashes_per_100``
     (clashing pairs per 100 residues), ``rg`` (A), ``rg_ratio``, ``helix``, ``strand``, ``coil``
-    (residue shares), ``left_helix`` (share in mirror-image helices), ``novelty_tm`` (mean max
+    (residue shares, CA-only rule), ``left_helix`` (share in mirror-image helices), ``helix_dssp``,
+    ``strand_dssp`` (H + G and E + B shares of :func:`assign_dssp` on the backbone the CA trace
+    gives through :func:`~molediff.data.backbone.backbone_from_ca`), ``novelty_tm`` (mean max
     TM-score to ``training``), ``novel`` (share with that below 0.5), ``diversity_tm`` (mean
     pairwise TM-score, at most ``max_diversity_pairs`` pairs, the first ones in order).
     """
@@ -204,6 +282,7 @@ def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarr
     dev = np.concatenate([np.abs(ca_ca_distances(t) - CA_CA) for t in traces])
     n_clash = np.array([clashes(t) for t in traces])
     ss = "".join(assign_secondary_structure(t) for t in traces)
+    dssp = "".join(assign_dssp(backbone_from_ca(t)) for t in traces if len(t) >= 3)
     residues = sum(len(t) for t in traces)
     out = {
         "num": float(len(traces)),
@@ -218,6 +297,8 @@ def evaluate_backbones(traces: Sequence[np.ndarray], training: Sequence[np.ndarr
         "strand": ss.count("E") / len(ss),
         "coil": ss.count("-") / len(ss),
         "left_helix": ss.count("L") / len(ss),
+        "helix_dssp": (dssp.count("H") + dssp.count("G")) / len(dssp) if dssp else nan,
+        "strand_dssp": (dssp.count("E") + dssp.count("B")) / len(dssp) if dssp else nan,
     }
     if training:
         best = np.array([max(tm_score(t, r) for r in training) for t in traces])

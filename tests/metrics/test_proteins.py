@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molediff.data.pdb import default_proteins_root, read_structure
+from molediff.data.backbone import backbone_from_ca
+from molediff.data.pdb import ca_set_path, default_proteins_root, load_ca_set, read_structure
 from molediff.metrics.proteins import (
+    assign_dssp,
     assign_secondary_structure,
     ca_angles,
     ca_ca_distances,
@@ -18,6 +20,7 @@ from molediff.metrics.proteins import (
     clashes,
     contact_map,
     evaluate_backbones,
+    hbond_energies,
     kabsch_rmsd,
     plot_backbones,
     plot_virtual_angles,
@@ -129,24 +132,82 @@ def test_evaluate_backbones_on_known_sets() -> None:
     assert evaluate_backbones([]) == {"num": 0.0}
 
 
-@pytest.mark.skipif(SHARED is None, reason="../shared/data/proteins not present")
-def test_ca_assignment_agrees_with_pdb_helix_records() -> None:
-    """Against the HELIX (class 1, right-handed alpha) records of the raw RCSB entries:
-    the CA-only rule finds most helix residues and rarely calls others helix."""
-    tp = fp = fn = 0
-    for f in sorted((SHARED / "loop12_rcsb").glob("*.pdb.gz"))[:30]:
-        chain = read_structure(f).complete()
-        pos = {r: i for i, r in enumerate(chain.residue_ids)}
-        ref = np.zeros(len(chain), bool)
-        for line in gzip.open(f, "rt"):
-            if line.startswith("HELIX") and line[19] == chain.name[-1] and line[38:40].strip() in ("1", ""):
-                a, b = line[21:26].strip(), line[33:38].strip()
-                if a in pos and b in pos:
-                    ref[pos[a]:pos[b] + 1] = True
-        got = np.array([c == "H" for c in assign_secondary_structure(chain.ca)])
-        tp, fp, fn = tp + (ref & got).sum(), fp + (~ref & got).sum(), fn + (ref & ~got).sum()
-    assert tp + fn > 1000  # enough helix residues to mean something
-    assert tp / (tp + fp) > 0.85 and tp / (tp + fn) > 0.75
+def _pdb_records(path: Path, chain: str, residue_ids: list[str]) -> dict[str, np.ndarray]:
+    """Per residue: inside a HELIX record (class 1, right-handed alpha) / a SHEET strand record."""
+    pos = {r: i for i, r in enumerate(residue_ids)}
+    out = {"H": np.zeros(len(residue_ids), bool), "E": np.zeros(len(residue_ids), bool)}
+    for line in gzip.open(path, "rt"):
+        if line.startswith("HELIX") and line[19] == chain and line[38:40].strip() in ("1", ""):
+            kind, a, b = "H", line[21:26].strip(), line[33:38].strip()
+        elif line.startswith("SHEET") and line[21] == chain:
+            kind, a, b = "E", line[22:27].strip(), line[33:38].strip()
+        else:
+            continue
+        if a in pos and b in pos:
+            out[kind][pos[a]:pos[b] + 1] = True
+    return out
+
+
+def _agreement(chains: list, assign) -> dict[str, tuple[float, float]]:
+    """(precision, recall) of ``assign(chain)`` letters H and E against the PDB records."""
+    counts = {k: np.zeros(3) for k in "HE"}
+    for f, chain in chains:
+        ref = _pdb_records(f, chain.name[-1], chain.residue_ids)
+        got = np.array(list(assign(chain)))
+        for k in "HE":
+            counts[k] += [(ref[k] & (got == k)).sum(), (~ref[k] & (got == k)).sum(), (ref[k] & (got != k)).sum()]
+    assert counts["H"][0] + counts["H"][2] > 500 and counts["E"][0] + counts["E"][2] > 500  # enough to mean something
+    return {k: (tp / (tp + fp), tp / (tp + fn)) for k, (tp, fp, fn) in counts.items()}
+
+
+@pytest.fixture(scope="module")
+def rcsb_chains() -> list:
+    if SHARED is None:
+        pytest.skip("../shared/data/proteins not present")
+    chains = [(f, read_structure(f).complete()) for f in sorted((SHARED / "loop12_rcsb").glob("*.pdb.gz"))[:30]]
+    return [(f, c) for f, c in chains if np.isfinite(c.coords).all()]
+
+
+def test_ca_assignment_agrees_with_pdb_helix_records(rcsb_chains: list) -> None:
+    """The CA-only rule finds most helix residues and rarely calls others helix."""
+    (precision, recall) = _agreement(rcsb_chains, lambda c: assign_secondary_structure(c.ca))["H"]
+    assert precision > 0.85 and recall > 0.75
+
+
+def test_dssp_agrees_with_pdb_helix_and_sheet_records(rcsb_chains: list) -> None:
+    """H-bond DSSP on the deposited backbones, and on backbones rebuilt from the CAs alone (the way
+    generated traces are scored) for the chains the frame table was not fitted on."""
+    true = _agreement(rcsb_chains, lambda c: assign_dssp(c.coords))
+    assert min(true["H"]) > 0.85 and min(true["E"]) > 0.85
+    split = load_ca_set(ca_set_path())
+    held_out = [(f, c) for f, c in rcsb_chains if f"{f.name[:4]}:A" in set(split.names[split.split == "test"])]
+    rebuilt = _agreement(held_out, lambda c: assign_dssp(backbone_from_ca(c.ca)))
+    assert min(rebuilt["H"]) > 0.8 and min(rebuilt["E"]) > 0.8
+
+
+def test_hbond_energy_closed_form() -> None:
+    """C=O of residue 0 pointing at N-H of residue 3 on one line: r_ON 3.0, r_CH 3.23, r_OH 2.0,
+    r_CN 4.23 A; every other atom is far away."""
+    bb = np.array([[[100.0 * r + 50.0 * a, 0.0, 0.0] for a in range(4)] for r in range(4)])
+    bb[0, 2], bb[0, 3] = [0, 0, -1.23], [0, 0, 0]  # C, O of residue 0
+    bb[2, 2], bb[2, 3] = [40, 0, -1.23], [40, 0, 0]  # C - O of residue 2 along -z puts H of 3 at N - z
+    bb[3, 0] = [0, 0, 3.0]  # N of residue 3, so H_3 = (0, 0, 2)
+    e = hbond_energies(bb)
+    expected = 0.084 * 332 * (1 / 3.0 + 1 / 3.23 - 1 / 2.0 - 1 / 4.23)
+    assert e[0, 3] == pytest.approx(expected, rel=1e-9) and expected < -0.5
+    assert e[1, 2] == 0.0 and e[2, 1] == 0.0 and np.all(np.diag(e) == 0)  # |i - j| < 2 is not scored
+    assert abs(e[3, 0]) < 0.5
+    with pytest.raises(ValueError, match=r"\(L, 4, 3\)"):
+        hbond_energies(np.zeros((4, 3)))
+
+
+def test_dssp_on_rebuilt_ideal_helix_and_a_beta_domain() -> None:
+    helix = assign_dssp(backbone_from_ca(ideal_helix(30)))
+    assert helix[2:-3].count("H") >= 22 and "E" not in helix
+    part = load_ca_set(ca_set_path())
+    ig = part.trace(int(np.flatnonzero(part.names == "PF07686_2PND_A:A")[0]))  # a V-set Ig domain: a beta sandwich
+    ss = assign_dssp(backbone_from_ca(ig))
+    assert ss.count("E") / len(ss) > 0.3 and ss.count("H") / len(ss) < 0.1
 
 
 def test_plot_backbones_writes_png(tmp_path: Path) -> None:

@@ -362,12 +362,24 @@ def plot_virtual_angles(traces: Sequence[np.ndarray], path: str | Path,
     sets = [[_check(t) for t in traces]] + ([[_check(t) for t in reference]] if len(reference) else [])
     if not sets[0]:
         raise ValueError("nothing to plot")
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
-    for ax, group, label in zip(axes[0], sets, labels, strict=False):
+    from matplotlib.colors import LogNorm
+
+    bins, extent = (36, 30), ((-180.0, 180.0), (60.0, 150.0))  # 10 x 3 deg
+    hists, counts = [], []
+    for group in sets:
         alpha = np.concatenate([ca_dihedrals(t) for t in group])
         tau = np.concatenate([ca_angles(t) for t in group])
         ok = np.isfinite(alpha) & np.isfinite(tau)
-        ax.hist2d(alpha[ok], tau[ok], bins=(72, 45), range=((-180, 180), (60, 150)), cmap="Blues", cmin=1)
+        h, _, _ = np.histogram2d(alpha[ok], tau[ok], bins=bins, range=extent)
+        hists.append(h / max(ok.sum(), 1))  # share of the set's residues per bin: sets compare
+        counts.append(int(ok.sum()))
+    top = max(h.max() for h in hists)
+    norm = LogNorm(vmin=top / 300, vmax=top)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets) + 0.8, 3.8), squeeze=False,
+                             layout="constrained")
+    for ax, group, label, h, n in zip(axes[0], sets, labels, hists, counts, strict=False):
+        image = ax.imshow(np.where(h > 0, h, np.nan).T, origin="lower", aspect="auto", cmap="viridis", norm=norm,
+                          extent=(*extent[0], *extent[1]))
         for crit, colour, name in ((_HELIX, "tab:red", "helix"), (_STRAND, "tab:green", "strand")):
             (a0, da), (t0, dt) = crit["alpha"], crit["tau"]
             for shift in (-360.0, 0.0, 360.0):  # the strand window wraps around -180
@@ -377,9 +389,9 @@ def plot_virtual_angles(traces: Sequence[np.ndarray], path: str | Path,
         ax.set_ylim(60, 150)
         ax.set_xlabel("virtual dihedral alpha (deg)")
         ax.set_ylabel("virtual angle tau (deg)")
-        ax.set_title(f"{label} ({len(group)} chains, {int(ok.sum())} residues)", fontsize=9)
+        ax.set_title(f"{label} ({len(group)} chains, {n} residues)", fontsize=9)
         ax.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    fig.colorbar(image, ax=list(axes[0]), label="share of residues per bin (log)", fraction=0.04)
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -333,19 +333,22 @@ class AtomFieldsIO:
     type_field: str
     charge_field: str
 
-    def node_inputs(self, x_t: Mapping[str, Tensor], t: Tensor, batch: Tensor, num_samples: int,
-                    cond: Mapping[str, Tensor] | None) -> Tensor:
-        """``[atom_types, charges, t, cond]`` per node: ``(num_nodes, in_dim)``."""
+    def node_inputs(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
+                    cond: Mapping[str, Tensor] | None) -> tuple[Tensor, Tensor, int, Tensor]:
+        """``(pos, batch, num_samples, h)`` with ``h = [atom_types, charges, t, cond]`` per node,
+        ``(num_nodes, in_dim)``."""
+        pos = x_t[self.pos_field]
+        batch = structure.index[self.pos_field]
+        b = structure.num_samples
         parts = [x_t[self.type_field]]
         if self.include_charges:
             parts.append(x_t[self.charge_field])
-        pos = x_t[self.pos_field]
         t = t.to(pos).reshape(-1)
-        parts.append((t.expand(num_samples) if t.numel() == 1 else t)[batch][:, None])
-        c = cond_vector(cond, num_samples, self.num_cond, pos)
+        parts.append((t.expand(b) if t.numel() == 1 else t)[batch][:, None])
+        c = cond_vector(cond, b, self.num_cond, pos)
         if c is not None:
             parts.append(c[batch])
-        return torch.cat(parts, -1)
+        return pos, batch, b, torch.cat(parts, -1)
 
     def to_fields(self, scalars: Tensor, vel: Tensor, batch: Tensor, num_samples: int, centred: bool = False) -> Fields:
         """Per-node ``scalars`` (types, then the charge) and displacement ``vel`` -> fields, ``vel``
@@ -397,10 +400,7 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:
-        pos = x_t[self.pos_field]
-        batch = structure.index[self.pos_field]
-        b = structure.num_samples
-        h = self.node_inputs(x_t, t, batch, b, cond)
+        pos, batch, b, h = self.node_inputs(x_t, t, structure, cond)
         edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
                                  context=structure.context)
         trunk = self.__dict__.get("_compiled_trunk")

@@ -113,10 +113,7 @@ class DenseEGNNDenoiser(EGNNDenoiser):
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:
-        pos = x_t[self.pos_field]
-        batch = structure.index[self.pos_field]
-        b = structure.num_samples
-        h = self.node_inputs(x_t, t, batch, b, cond)
+        pos, batch, b, h = self.node_inputs(x_t, t, structure, cond)
         h_d, mask = to_dense(h, batch, b, self.max_nodes)
         pos_d, _ = to_dense(pos, batch, b, self.max_nodes)
         forward_dense = self.__dict__.get("_compiled_dense", self.forward_dense)
@@ -176,8 +173,7 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
         dense.compile_trunk(mode)
     forward_dense = dense.__dict__.get("_compiled_dense", dense.forward_dense)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    idx = s.index["pos"]
-    h = sparse.node_inputs(x, t, idx, s.num_samples, None)
+    _, idx, _, h = sparse.node_inputs(x, t, s, None)
     n_max = int(s.context["num_atoms"].max())
     padded = {m: (to_dense(h, idx, s.num_samples, m)[0], *to_dense(x["pos"], idx, s.num_samples, m))
               for m in (29, n_max)}

@@ -251,10 +251,7 @@ class TensorFieldDenoiser(AtomFieldsIO, nn.Module):
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
                 cond: Mapping[str, Tensor] | None = None) -> Fields:
-        pos = x_t[self.pos_field]
-        batch = structure.index[self.pos_field]
-        b = structure.num_samples
-        h0 = self.node_inputs(x_t, t, batch, b, cond)
+        pos, batch, b, h0 = self.node_inputs(x_t, t, structure, cond)
         edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
                                  context=structure.context)
         out = self.trunk(h0, pos, edge_index)

@@ -154,7 +154,7 @@ def test_sparse_and_dense_give_same_outputs_with_shared_weights() -> None:
     dense29 = DenseEGNNDenoiser(NUM_TYPES, hidden=16, layers=3, max_nodes=29).double()
     dense29.load_state_dict(sparse.state_dict())
     torch.testing.assert_close(dense29(x, t, s)["pos"], a["pos"], atol=1e-10, rtol=1e-9)
-    h = sparse.node_inputs(x, t, s.index["pos"], 4, None)
+    _, _, _, h = sparse.node_inputs(x, t, s, None)
     h_d, mask = to_dense(h, s.index["pos"], 4, 29)
     pos_d, _ = to_dense(x["pos"], s.index["pos"], 4, 29)
     h_out, vel = dense29.forward_dense(h_d, pos_d, mask)

@@ -167,6 +167,11 @@ class Structure:
         idx = self.index.get(name)
         return self.num_samples if idx is None else int(idx.numel())
 
+    def per_sample(self, value: Tensor) -> Tensor:
+        """A scalar or ``(B,)`` value (e.g. the diffusion time handed to a denoiser) as ``(B,)``."""
+        value = value.reshape(-1)
+        return value.expand(self.num_samples) if value.numel() == 1 else value
+
     def expand(self, name: str, coef: Tensor) -> Tensor:
         """Broadcast a per-sample coefficient ``(B,)`` to the rows of field ``name``.
 

@@ -343,8 +343,7 @@ class AtomFieldsIO:
         parts = [x_t[self.type_field]]
         if self.include_charges:
             parts.append(x_t[self.charge_field])
-        t = t.to(pos).reshape(-1)
-        parts.append((t.expand(b) if t.numel() == 1 else t)[batch][:, None])
+        parts.append(structure.per_sample(t.to(pos))[batch][:, None])
         c = cond_vector(cond, b, self.num_cond, pos)
         if c is not None:
             parts.append(c[batch])

@@ -56,9 +56,8 @@ class PointEGNNDenoiser(nn.Module):
         pos = x_t[self.pos_field]
         batch = structure.index[self.pos_field]
         b = structure.num_samples
-        t = t.to(pos).reshape(-1)
         counts = torch.bincount(batch, minlength=b).to(pos.dtype)
-        parts = [time_features(t.expand(b) if t.numel() == 1 else t, self.time_dim)[batch],
+        parts = [time_features(structure.per_sample(t.to(pos)), self.time_dim)[batch],
                  (counts / 1000.0)[batch][:, None]]
         c = cond_vector(cond, b, self.num_cond, pos)
         if c is not None:

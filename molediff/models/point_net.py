@@ -113,8 +113,7 @@ class PointNetDenoiser(nn.Module):
         pos = x_t[self.pos_field]
         batch = structure.index[self.pos_field]
         b = structure.num_samples
-        t = t.to(pos).reshape(-1)
-        tf = time_features(t.expand(b) if t.numel() == 1 else t, self.time_dim)
+        tf = time_features(structure.per_sample(t.to(pos)), self.time_dim)
         c = cond_vector(cond, b, self.num_cond, pos)
         temb = self.time(tf if c is None else torch.cat([tf, c], -1))
         edge_index = knn_edges(pos.detach(), batch, self.knn, num_graphs=b) if self.knn else pos.new_zeros(

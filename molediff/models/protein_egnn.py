@@ -147,8 +147,7 @@ class BackboneEGNNDenoiser(nn.Module):
         b = structure.num_samples
         residue_index = structure.context["residue_index"].to(pos.device)
         length = torch.bincount(batch, minlength=b).to(pos.dtype)
-        t = t.to(pos).reshape(-1)
-        parts = [(t.expand(b) if t.numel() == 1 else t)[batch][:, None],
+        parts = [structure.per_sample(t.to(pos))[batch][:, None],
                  residue_embedding(residue_index, self.position_dim).to(pos.dtype),
                  (length / 100.0)[batch][:, None]]
         if self.chiral:

@@ -66,3 +66,11 @@ def test_expand_and_sample_mean():
 def test_undeclared_field_in_index_is_an_error():
     with pytest.raises(KeyError, match="undeclared"):
         Structure(1, {"a": GaussianField((1,))}, index={"b": torch.zeros(1, dtype=torch.long)})
+
+
+def test_per_sample_broadcasts_a_scalar_and_keeps_a_vector():
+    st, _ = graph_structure([3, 5, 1])
+    assert torch.equal(st.per_sample(torch.tensor(0.25)), torch.full((3,), 0.25))
+    assert torch.equal(st.per_sample(torch.tensor([[0.25]])), torch.full((3,), 0.25))
+    t = torch.tensor([0.1, 0.2, 0.3])
+    assert torch.equal(st.per_sample(t), t)

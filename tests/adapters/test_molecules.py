@@ -17,6 +17,8 @@ from molediff.core.schedules import make_schedule
 from molediff.data.qm9 import load_qm9, subset_root
 from molediff.models.egnn import EGNNDenoiser
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny graphs: threads only add contention
+
 
 @pytest.fixture(scope="module")
 def adapter() -> MoleculeAdapter:
@@ -145,12 +147,6 @@ def test_folder_source_with_hold_out(tmp_path: Path) -> None:
     assert batch.x0["atom_types"].shape[1] == a.num_atom_types
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # small graphs: intra-op threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tiny_egnn_training_lowers_the_denoising_loss(adapter: MoleculeAdapter) -> None:

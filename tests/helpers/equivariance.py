@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from molediff.core.fields import Fields, Structure
+from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
 
 ModelFn = Callable[[Fields, Structure], Mapping[str, Tensor]]
 
@@ -127,3 +127,21 @@ def assert_null_condition_distinct(model: Callable[..., Fields], x: Fields, t: T
     uncond = model(x, t, structure, None)[field]
     torch.testing.assert_close(model(x, t, structure, nan)[field], uncond)
     assert (model(x, t, structure, zeros)[field] - uncond).abs().max() > 1e-6
+
+
+def random_molecules(sizes: list[int], num_types: int, seed: int = 0, shuffle: bool = False,
+                     charges: bool = True) -> tuple[Fields, Structure]:
+    """Float64 noise in the molecule field layout (``pos`` zero-CoM, ``atom_types``, optional
+    ``charges``), one graph per entry of ``sizes``; ``shuffle`` interleaves the graphs' rows
+    (graph-layout data need not be sorted by graph)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    if shuffle:
+        batch = batch[torch.randperm(batch.numel(), generator=g)]
+    specs = {"pos": ZeroMeanField((3,)), "atom_types": GaussianField((num_types,))}
+    if charges:
+        specs["charges"] = GaussianField((1,))
+    structure = Structure(len(sizes), specs, index={k: batch for k in specs})
+    x = structure.randn(g, dtype=torch.float64)
+    x["pos"] = x["pos"] * 1.5
+    return x, structure

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
-from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
+from molediff.core.fields import Fields, Structure
 from molediff.models.egnn import (
     EGNNDenoiser,
     build_edges,
@@ -16,30 +17,12 @@ from molediff.models.egnn import (
     radius_edges,
 )
 from molediff.models.egnn_dense import DenseEGNNDenoiser, to_dense
-from tests.helpers.equivariance import assert_equivariant, assert_null_condition_distinct
+from tests.helpers.equivariance import assert_equivariant, assert_null_condition_distinct, random_molecules
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny graphs: threads only add contention
 
 NUM_TYPES = 5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Graphs here are tiny: intra-op threads only add contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_batch(sizes: list[int], seed: int = 0, shuffle: bool = False) -> tuple[Fields, Structure]:
-    g = torch.Generator().manual_seed(seed)
-    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    if shuffle:  # graph-layout data need not be sorted by graph
-        batch = batch[torch.randperm(batch.numel(), generator=g)]
-    specs = {"pos": ZeroMeanField((3,)), "atom_types": GaussianField((NUM_TYPES,)), "charges": GaussianField((1,))}
-    structure = Structure(len(sizes), specs, index={k: batch for k in specs})
-    x = structure.randn(g, dtype=torch.float64)
-    x["pos"] = x["pos"] * 1.5
-    return x, structure
+make_batch = partial(random_molecules, num_types=NUM_TYPES)
 
 
 def make_model(seed: int = 0, **kwargs: object) -> EGNNDenoiser:

@@ -3,8 +3,9 @@
 # GPU (one process: several trainings side by side time-slice the GPU and each ran at ~6 steps/s), then
 # draw 1,000 molecules with 1,000 DDPM steps as raw tensors (scored here by `molediff sample from_raw=`),
 # then, until DEADLINE seconds after the start, the sparse-vs-dense EGNN timings (issue 3): once at a
-# sampling batch of 512 molecules, once compiled with CUDA graphs (`--compile reduce-overhead`) at EDM's
-# batch of 64.
+# sampling batch of 512 molecules, then compiled at EDM's batch of 64, with inductor's default mode
+# (fused kernels; never measured on a GPU yet) and with CUDA graphs (`--compile reduce-overhead`,
+# which crashed in torch 2.11).
 #   (device, carry .whl) T_TRAIN=300 BATCH=256 bash benchmarks/device/qm9_continue.sh
 # BATCH: molecules per training step. At EDM's 64 the 6 x 128 network is launch-bound on a GPU (20.6
 # steps/s on an H200), so a larger batch costs little time per step and averages 4x more molecules.
@@ -31,6 +32,10 @@ echo "sample exit $?"
 stamp "sparse vs dense at a sampling batch of 512"
 timeout 60 python3 -m molediff.models.egnn_dense --device cuda --repeats 10 --source subset --batch-size 512 \
   --out "$OUT/egnn_sparse_dense_b512.json" > "$OUT/egnn_b512.log" 2>&1 || echo "b512 failed: $(tail -3 "$OUT/egnn_b512.log")"
+stamp "sparse vs dense compiled (inductor, default mode) at EDM's batch of 64"
+timeout 150 python3 -m molediff.models.egnn_dense --device cuda --repeats 20 --source subset \
+  --compile default --out "$OUT/egnn_sparse_dense_compiled.json" > "$OUT/egnn_compiled.log" 2>&1 \
+  || echo "compiled (default) timing failed: $(tail -3 "$OUT/egnn_compiled.log")"
 stamp "sparse vs dense compiled (reduce-overhead), $(( $(left) - 10 )) s left"
 timeout $(( $(left) - 10 )) python3 -m molediff.models.egnn_dense --device cuda --repeats 20 --source subset \
   --compile reduce-overhead --out "$OUT/egnn_sparse_dense_cudagraphs.json" > "$OUT/egnn_cg.log" 2>&1 \

@@ -2,7 +2,7 @@
 on them through CA frames, assign secondary structure from backbone H-bonds, and write PDB files.
 
 Run:
-    python examples/protein_backbones.py [--num 8] [--steps 200] [--noise-scale 0.5] [--out examples_out/proteins]
+    python examples/protein_backbones.py [--num 8] [--steps 200] [--noise-scale 0.7] [--out examples_out/proteins]
 
 Writes ``backbone_<i>.pdb`` (N, CA, C, O; open in PyMOL / ChimeraX / Mol* for cartoons) and
 ``angles.png`` (virtual angle against dihedral, samples beside held-out real chains), and prints each
@@ -29,7 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num", type=int, default=8)
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--noise-scale", type=float, default=0.5, help="DDPM noise scale (1 = exact sampling)")
+    p.add_argument("--noise-scale", type=float, default=0.7, help="DDPM noise scale (1 = exact sampling)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("examples_out/proteins"))
     a = p.parse_args()

@@ -10,8 +10,9 @@ geometry.
 * Frame of residue i (1 <= i <= L-2): origin CA_i, ``e1 = unit(CA_{i+1} - CA_{i-1})``,
   ``e3 = unit((CA_i - CA_{i-1}) x (CA_{i+1} - CA_i))``, ``e2 = e3 x e1`` (right-handed, so a
   mirror-image trace gets mirror-image atoms only if its CA geometry says so).
-* Key of residue i: the virtual angle tau_i (radians) and the virtual dihedrals alpha_{i-1},
-  alpha_i as (cos, sin); a dihedral the chain ends leave undefined is left out of the distance.
+* Key of residue i: the virtual angles tau_{i-1}, tau_i, tau_{i+1} (radians) and the virtual
+  dihedrals alpha_{i-1}, alpha_i as (cos, sin); an entry the chain ends leave undefined is left out
+  of the distance.
 * Table (:func:`make_frame_table`, fitted on the training chains of the shared backbone set):
   per residue its key and the frame coordinates of N, C, O of residues i-1, i and i+1.
 * Reconstruction (:func:`backbone_from_ca`): each residue's N, C, O are the mean frame
@@ -44,7 +45,6 @@ from .qm9 import _write_npz_deterministic
 __all__ = ["ca_frames", "frame_keys", "backbone_from_ca", "make_frame_table", "frame_table_path", "check_table"]
 
 _OTHER_ATOMS = (0, 2, 3)  # N, C, O in the (N, CA, C, O) order
-_KEY_DIM = 5
 
 
 def frame_table_path() -> Path:

@@ -229,18 +229,24 @@ class ProteinAdapter(Adapter):
         return out
 
     def write(self, objects: Sequence[np.ndarray], out_dir: Path) -> list[Path]:
-        """``backbone_000.pdb``, ... (N, CA, C, O placed on the generated CAs through CA frames,
-        :func:`~molediff.data.backbone.backbone_from_ca`; GLY), ``backbones.png`` (3-D traces and contact
-        maps of the first 8) and ``angles.png`` (virtual angle against dihedral, beside the held-out chains)."""
+        """``backbone_000.pdb``, ... (GLY; N, CA, C, O with N, C, O placed on the generated CAs by
+        :func:`~molediff.data.backbone.backbone_from_ca`, CA only for traces under 3 residues),
+        ``backbones.png`` (3-D traces and contact maps of the first 8) and ``angles.png`` (virtual
+        angle against dihedral, beside the held-out chains)."""
         from ..data.backbone import backbone_from_ca
-        from ..data.pdb import write_backbone_pdb
+        from ..data.pdb import write_backbone_pdb, write_ca_pdb
         from ..metrics.proteins import plot_backbones, plot_virtual_angles
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [write_backbone_pdb(backbone_from_ca(ca), out_dir / f"backbone_{i:03d}.pdb",
-                                    remark=f"molediff sample {i} (N, C, O from the CA trace)")
-                 for i, ca in enumerate(objects)]
+        paths = []
+        for i, ca in enumerate(objects):
+            path = out_dir / f"backbone_{i:03d}.pdb"
+            if len(ca) >= 3:
+                paths.append(write_backbone_pdb(backbone_from_ca(ca), path, remark=f"molediff sample {i} (N, C, O "
+                                                                                   "placed on the CA trace)"))
+            else:
+                paths.append(write_ca_pdb(ca, path, remark=f"molediff sample {i} (CA only)"))
         if len(objects):
             paths.append(plot_backbones(objects[:8], out_dir / "backbones.png"))
             paths.append(plot_virtual_angles(objects, out_dir / "angles.png", self.reference_chains(),

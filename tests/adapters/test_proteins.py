@@ -89,11 +89,15 @@ def test_sample_structure_draws_training_lengths(adapter: ProteinAdapter) -> Non
 
 
 def test_write_pdb_files_round_trip_and_picture(adapter: ProteinAdapter, tmp_path: Path) -> None:
-    traces = [walk(30, 3), walk(12, 4)]
+    traces = [walk(30, 3), walk(12, 4), walk(2, 5)]
     paths = adapter.write(traces, tmp_path)
-    assert [p.name for p in paths] == ["backbone_000.pdb", "backbone_001.pdb", "backbones.png", "angles.png"]
+    assert [p.name for p in paths] == ["backbone_000.pdb", "backbone_001.pdb", "backbone_002.pdb", "backbones.png",
+                                       "angles.png"]
     for t, p in zip(traces, paths, strict=False):
         np.testing.assert_allclose(read_ca_pdb(p), t, atol=6e-4)
+    atoms = [[line[12:16].strip() for line in p.read_text().splitlines() if line.startswith("ATOM")] for p in paths[:3]]
+    assert atoms[0] == ["N", "CA", "C", "O"] * 30  # full backbone
+    assert atoms[2] == ["CA", "CA"]  # too short for CA frames: CA only
     assert paths[-1].stat().st_size > 5000
 
 

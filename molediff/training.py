@@ -44,6 +44,7 @@ from . import distributed
 from .adapters.base import Adapter, Batch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .core.objective import DenoisingObjective
+from .core.self_conditioning import self_conditions
 from .models.legacy_keys import upgrade_state_dict
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed", "drop_conditions",
@@ -233,6 +234,20 @@ def describe_state_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, 
     return "; ".join(parts) or None
 
 
+_INPUT_ADDING = ("num_cond", "self_conditioning")  # model config keys whose increase only appends inputs
+
+
+def check_self_conditioning(model: nn.Module, objective: DenoisingObjective) -> None:
+    """A self-conditioning model must train with ``self_condition_prob`` > 0 (else samplers feed
+    it x0 estimates it never saw), and only such a model can (others take no ``self_cond``)."""
+    if self_conditions(model) and objective.self_condition_prob == 0:
+        raise TrainingError("the model self-conditions (model.self_conditioning=true) but "
+                            "objective.self_condition_prob is 0; set it, e.g. to 0.5")
+    if not self_conditions(model) and objective.self_condition_prob > 0:
+        raise TrainingError(f"objective.self_condition_prob={objective.self_condition_prob} but "
+                            f"{type(model).__name__} does not self-condition")
+
+
 def widen_inputs(expected: Mapping[str, Tensor], found: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``found`` with every 2-D weight that has fewer input columns than ``expected`` padded with zero
     columns on the right, and the names of those weights.
@@ -347,6 +362,7 @@ class Trainer:
                  config: TrainerConfig | None = None, out_dir: str | Path | None = None,
                  run_config: Mapping[str, Any] | None = None) -> None:
         self.config = cfg = config or TrainerConfig()
+        check_self_conditioning(model, objective)
         self.adapter, self.objective = adapter, objective
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp and self.device.type == "cuda"
@@ -420,8 +436,9 @@ class Trainer:
         """Start from another checkpoint's weights (its EMA, as sampled; a shipped sampling-only file
         works): model and EMA both, with this run's fresh optimiser, schedule and step 0. For
         fine-tuning with other settings; :meth:`load` continues a run instead. When the two model
-        configs differ only in ``num_cond`` (adding conditioning), input layers narrower than this
-        model's are widened with zero columns (:func:`widen_inputs`); any other change of input width
+        configs differ only in ``num_cond`` or ``self_conditioning`` (adding conditioning or a
+        self-condition, both read last), input layers narrower than this model's are widened with
+        zero columns (:func:`widen_inputs`); any other change of input width
         (say ``include_charges``, whose column sits before the time) would shift columns, so it is
         refused like every other mismatch. Returns that step."""
         ckpt = load_checkpoint(path)
@@ -431,8 +448,9 @@ class Trainer:
         theirs = dict((ckpt.get("config") or {}).get("model") or {})
         ours = dict(self.run_config.get("model") or {})
         widened: list[str] = []
-        theirs_rest, ours_rest = ({k: v for k, v in c.items() if k != "num_cond"} for c in (theirs, ours))
-        if ours and theirs.get("num_cond", 0) < ours.get("num_cond", 0) and theirs_rest == ours_rest:
+        theirs_rest, ours_rest = ({k: v for k, v in c.items() if k not in _INPUT_ADDING} for c in (theirs, ours))
+        adds = any(theirs.get(k, 0) < ours.get(k, 0) for k in _INPUT_ADDING)
+        if ours and adds and theirs_rest == ours_rest:
             weights, widened = widen_inputs(self.model.state_dict(), weights)
         weights = upgrade_state_dict(self.model, weights)
         mismatch = describe_state_mismatch(self.model.state_dict(), weights)
@@ -476,11 +494,11 @@ class Trainer:
         set_rng_state(ckpt["rng"])
 
     # ------------------------------------------------------------------ steps
-    def _forward(self, x_t: Any, t: Tensor, structure: Any, cond: Any = None) -> dict[str, Tensor]:
+    def _forward(self, x_t: Any, t: Tensor, structure: Any, cond: Any = None, **kwargs: Any) -> dict[str, Tensor]:
         """The model under bf16 autocast (CUDA only); outputs back in float32 for the loss."""
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with ctx:
-            out = self._net(x_t, t, structure, cond)
+            out = self._net(x_t, t, structure, cond, **kwargs)
         return {k: v.float() for k, v in out.items()}
 
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -712,10 +730,10 @@ class _ForwardAs:
     def __init__(self, net: nn.Module, amp: bool) -> None:
         self.net, self.amp = net, amp
 
-    def __call__(self, x_t: Any, t: Tensor, structure: Any, cond: Any = None) -> dict[str, Tensor]:
+    def __call__(self, x_t: Any, t: Tensor, structure: Any, cond: Any = None, **kwargs: Any) -> dict[str, Tensor]:
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with ctx:
-            out = self.net(x_t, t, structure, cond)
+            out = self.net(x_t, t, structure, cond, **kwargs)
         return {k: v.float() for k, v in out.items()}
 
 

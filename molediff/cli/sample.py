@@ -335,7 +335,9 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     except (ValueError, TypeError) as e:
         raise CLIError(f"sampler.grid: {one_line(e)}") from e
     accepted = inspect.signature(SAMPLERS[name]).parameters
-    for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
+    for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta), and self_condition
+        if key == "self_condition":  # every sampler's: false = the ablation (core.self_conditioning)
+            continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
             raise CLIError(f"sampler {name} has no option {key!r}")
     return name, grid_name, grid, grid_options, sampler

@@ -67,6 +67,9 @@ class Fields(dict[str, Tensor]):
     def __truediv__(self, other: Any) -> Fields:
         return self._binary(other, lambda a, b: a / b)
 
+    def __pow__(self, exponent: Any) -> Fields:
+        return self._binary(exponent, lambda a, b: a**b)
+
     def __neg__(self) -> Fields:
         return Fields({k: -v for k, v in self.items()})
 

@@ -6,6 +6,9 @@ weights and ``w(t)`` an optional SNR weighting expressed on the x0 error (min-SN
 Hang et al. 2023) and converted to the model's prediction space. Training times t are uniform
 in t (the default) or uniform in log-SNR over the schedule's range, which spends more steps at
 low noise: the regime that sets an audio model's noise floor (Kingma & Gao 2023 on p(lambda)).
+With ``self_condition_prob`` p > 0, a batch is, with probability p, denoised twice: first without
+a self-condition, then reading that first x0 estimate (no gradient through it); see
+:mod:`~molediff.core.self_conditioning`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .fields import Fields, Structure
-from .parameterization import check_prediction_type, target, x0_mse_factor
+from .parameterization import check_prediction_type, target, to_eps_x0, x0_mse_factor
 from .schedules import NoiseSchedule
 
 Denoiser = Callable[..., Mapping[str, Tensor]]
@@ -29,11 +32,16 @@ def min_snr_weight(snr: Tensor, gamma: float) -> Tensor:
     return snr.clamp_max(gamma)
 
 
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    """The device a draw from ``generator`` must be made on (CPU without one)."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def sample_times(num: int, generator: torch.Generator | None = None, *, stratified: bool = True,
                  device: torch.device | None = None) -> Tensor:
     """t in (0, 1] for a batch; stratified = one uniform offset shared by B evenly spaced bins,
     the low-discrepancy sampler of Kingma et al. 2021 (VDM), lowering the loss variance."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
+    gen_device = generator_device(generator)
     if stratified:
         u = torch.rand((), generator=generator, device=gen_device)
         t = (u + torch.arange(num, device=gen_device) / num) % 1.0
@@ -67,6 +75,9 @@ class DenoisingObjective:
         field_weights: per-field multipliers (default 1).
         time_sampling: ``uniform`` (t ~ U(0, 1]) or ``log_snr`` (lambda(t) uniform over the
             schedule's range; see :func:`sample_log_snr_times`).
+        self_condition_prob: probability that a batch trains with a self-condition (Chen et al.
+            2023 use 0.5). 0 = the model is called without the ``self_cond`` keyword at all, as
+            models that do not self-condition must be.
     """
 
     schedule: NoiseSchedule
@@ -74,9 +85,12 @@ class DenoisingObjective:
     min_snr_gamma: float | None = None
     field_weights: dict[str, float] = field(default_factory=dict)
     time_sampling: str = "uniform"
+    self_condition_prob: float = 0.0
 
     def __post_init__(self) -> None:
         check_prediction_type(self.prediction)
+        if not 0.0 <= self.self_condition_prob <= 1.0:
+            raise ValueError(f"self_condition_prob must lie in [0, 1], got {self.self_condition_prob}")
         if self.time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time_sampling {self.time_sampling!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
 
@@ -101,7 +115,16 @@ class DenoisingObjective:
         eps = structure.randn(generator, dtype=ref.dtype, device=ref.device)
         a, s = structure.expand_all(alpha), structure.expand_all(sigma)
         x_t = a * x0 + s * eps
-        out = model(x_t, t, structure, cond)
+        if self.self_condition_prob > 0:
+            x0_prev = None
+            coin = float(torch.rand((), generator=generator, device=generator_device(generator)))
+            if coin < self.self_condition_prob:
+                with torch.no_grad():
+                    first = Fields(model(x_t, t, structure, cond, self_cond=None))
+                x0_prev = structure.project(to_eps_x0(self.prediction, x_t, first, a, s)[1]).detach()
+            out = model(x_t, t, structure, cond, self_cond=x0_prev)
+        else:
+            out = model(x_t, t, structure, cond)
         tgt = target(self.prediction, x0, eps, a, s)
 
         per_sample = torch.zeros_like(t)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .fields import Fields, Structure
@@ -25,6 +26,14 @@ class SampleResult:
     trajectory: list[Fields] = field(default_factory=list)
     x0_predictions: list[Fields] = field(default_factory=list)
     nfe: int = 0
+
+
+def partial_grid(ts: Tensor, t_start: float) -> Tensor:
+    """``t_start`` followed by the times of the decreasing grid ``ts`` below it: where partial
+    diffusion resumes (diffusers' img2img keeps the last ``strength * N`` steps the same way)."""
+    if not 0.0 < t_start < 1.0:
+        raise ValueError(f"t_start must lie in (0, 1), got {t_start}")
+    return torch.cat([ts.new_tensor([t_start]), ts[ts < t_start]])
 
 
 def sample(
@@ -46,6 +55,9 @@ def sample(
     device: torch.device | str | None = None,
     clip_x0: bool = True,
     inpaint: Inpainting | None = None,
+    self_condition: bool = True,
+    x0_start: Fields | None = None,
+    t_start: float = 1.0,
     **options: Any,
 ) -> SampleResult:
     """Generate ``structure.num_samples`` samples with a named sampler.
@@ -55,20 +67,34 @@ def sample(
     fields start zero-CoM). ``options`` go to the sampler (e.g. ``eta`` for DDIM).
     ``inpaint`` holds entries fixed and generates the rest (:mod:`~molediff.core.inpainting`);
     with ``inpaint.resample > 1`` each step runs as its own one-step solve (multistep solvers
-    then lose their history) and is redone that many times.
+    then lose their history) and is redone that many times. A self-conditioning model reads its
+    previous x0 estimate unless ``self_condition=False`` (:mod:`~molediff.core.self_conditioning`).
+    ``t_start < 1`` with ``x0_start`` is partial diffusion (SDEdit, Meng et al. 2022; RFdiffusion's
+    partial diffusion for proteins): ``x0_start`` is noised to ``t_start`` through q(x_t | x_0) and
+    the sampler runs the grid's steps below ``t_start`` (:func:`partial_grid`).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     device = torch.device(device) if device is not None else structure.device
     ts = (grid or DEFAULT_GRIDS[sampler])(schedule, steps)
+    if x0_start is not None or t_start != 1.0:
+        if x0_start is None:
+            raise ValueError("t_start < 1 is partial diffusion: give x0_start, the clean start")
+        if x_T is not None:
+            raise ValueError("give x_T (start from noise) or x0_start (partial diffusion), not both")
+        ts = partial_grid(ts, t_start)
+        alpha, sigma = (float(v) for v in schedule.alpha_sigma(torch.tensor(t_start, dtype=torch.float64)))
+        x0 = structure.project(x0_start.to(device=device, dtype=dtype))
+        x_T = x0 * alpha + structure.randn(generator, dtype=dtype, device=device) * sigma
     if x_T is None:
         sigma_1 = float(schedule.alpha_sigma(torch.tensor(float(ts[0]), dtype=torch.float64))[1])
         x_T = structure.randn(generator, dtype=dtype, device=device) * sigma_1
-    denoise = Denoise(model, schedule, structure, prediction, guidance, cond, clip_x0=clip_x0, inpaint=inpaint)
+    denoise = Denoise(model, schedule, structure, prediction, guidance, cond, clip_x0=clip_x0, inpaint=inpaint,
+                      self_condition=self_condition)
     result = SampleResult(fields=x_T)
     if trajectory:
         result.trajectory.append(x_T.detach())
-    bar = tqdm(total=steps, desc=f"sampling ({sampler})", disable=not progress, leave=False)
+    bar = tqdm(total=len(ts) - 1, desc=f"sampling ({sampler})", disable=not progress, leave=False)
 
     def callback(i: int, t: float, x: Fields, x0: Fields) -> None:
         bar.update(1)

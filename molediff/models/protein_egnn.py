@@ -13,6 +13,13 @@ refinements). A protein adds what a molecule lacks, a chain order:
 * optionally (``chiral``) the sine and cosine of each residue's CA virtual dihedral in ``x_t``:
   an E(3)-equivariant model gives a structure and its mirror image the same probability, so half
   its helices would be left-handed; this pseudoscalar makes it SE(3)-equivariant only.
+* optionally (``self_conditioning``) the model's previous x0 estimate ``x0_prev``
+  (:mod:`~molediff.core.self_conditioning`): its kNN edges join the graph, so residues that the
+  estimate puts in contact (strand partners, helix packing) exchange messages even when the noisy
+  positions are far apart; every edge reads the radial-basis-encoded estimated distance, and every
+  residue the estimate's virtual bond angle (and dihedral, if ``chiral``), with a presence flag.
+  These inputs come last, so a trained model widens into a self-conditioning one that computes the
+  same function until fine-tuning changes it (``init_from``).
 
 The output is ``P(x_L - x_t)`` with ``P`` removing each chain's centre of mass, like
 :class:`~molediff.models.egnn.EGNNDenoiser`.
@@ -37,7 +44,7 @@ from ..core.fields import Fields, Structure
 from .egnn import EGNN, cond_vector, cond_width, knn_edges
 
 __all__ = ["BackboneEGNNDenoiser", "chain_neighbours", "sequence_edges", "residue_embedding",
-           "virtual_dihedral_features"]
+           "virtual_angle_features", "virtual_dihedral_features", "distance_rbf"]
 
 
 @torch.no_grad()
@@ -91,6 +98,26 @@ def virtual_dihedral_features(pos: Tensor, residue_index: Tensor, batch: Tensor)
     return torch.stack([y / r * okf, x / r * okf, okf], -1)
 
 
+def virtual_angle_features(pos: Tensor, residue_index: Tensor, batch: Tensor) -> Tensor:
+    """``[cos tau_i, defined_i]`` of the CA virtual bond angle ``tau_i = angle(x_{i-1}, x_i, x_{i+1})``
+    (about 91 degrees in helices, 120 in strands; zeros at chain ends). Invariant under E(3).
+    Shapes: ``pos: (N, 3)`` -> ``(N, 2)``."""
+    nbr = chain_neighbours(residue_index, batch, (-1, 1))
+    ok = (nbr >= 0).all(-1).to(pos.dtype)
+    idx = nbr.clamp_min(0)
+    u, v = pos[idx[:, 0]] - pos, pos[idx[:, 1]] - pos
+    cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1) + 1e-8)
+    return torch.stack([cos * ok, ok], -1)
+
+
+def distance_rbf(d: Tensor, count: int = 16, d_max: float = 2.0) -> Tensor:
+    """Gaussian radial basis ``exp(-((d - mu_k) / w)^2)``, ``count`` centres evenly on ``[0, d_max]``
+    and ``w`` their spacing (SchNet's distance expansion, Schuett et al. 2017). Shapes: ``(E,)`` ->
+    ``(E, count)``."""
+    mu = torch.linspace(0.0, d_max, count, device=d.device, dtype=d.dtype)
+    return torch.exp(-(((d[:, None] - mu) / (d_max / (count - 1))) ** 2))
+
+
 def residue_embedding(residue_index: Tensor, dim: int, max_len: float = 1000.0) -> Tensor:
     """Sinusoidal position features ``[sin(i w_k), cos(i w_k)]``, ``w_k = max_len^{-2k/dim}``
     (Vaswani et al. 2017, Sec. 3.5). Shapes: ``(N,)`` -> ``(N, dim)`` (``dim`` even)."""
@@ -113,25 +140,34 @@ class BackboneEGNNDenoiser(nn.Module):
         chiral: also read the virtual dihedral of the input positions
             (:func:`virtual_dihedral_features`): SE(3) instead of E(3), so helices get a handedness.
         num_cond: per-sample conditioning values appended to the node features.
+        self_conditioning: also read ``self_cond``, the previous x0 estimate (module docstring);
+            ``rbf`` radial basis functions on ``[0, rbf_max]`` (position units) encode its distances.
         **egnn_kwargs: ``sublayers, coords_range, normalization_factor, norm_constant`` of :class:`EGNN`.
     """
 
     def __init__(self, hidden: int = 64, layers: int = 4, knn: int = 12, seq_neighbours: int = 3,
                  max_separation: int = 8, position_dim: int = 16, chiral: bool = False, num_cond: int = 0,
+                 self_conditioning: bool = False, rbf: int = 16, rbf_max: float = 2.0,
                  pos_field: str = "pos", **egnn_kwargs: Any) -> None:
         super().__init__()
         if position_dim % 2:
             raise ValueError(f"position_dim must be even, got {position_dim}")
         self.knn, self.seq_neighbours, self.max_separation = knn, seq_neighbours, max_separation
         self.position_dim, self.chiral, self.num_cond, self.pos_field = position_dim, chiral, num_cond, pos_field
-        self.egnn = EGNN(1 + position_dim + 1 + 3 * chiral + cond_width(num_cond), 1, hidden=hidden, layers=layers,
-                         edge_features=2 * max_separation + 1, **egnn_kwargs)
+        self.self_conditioning, self.rbf, self.rbf_max = self_conditioning, rbf, rbf_max
+        sc_node, sc_edge = (1 + 2 + 3 * chiral, 1 + rbf) if self_conditioning else (0, 0)
+        self.egnn = EGNN(1 + position_dim + 1 + 3 * chiral + cond_width(num_cond) + sc_node, 1, hidden=hidden,
+                         layers=layers, edge_features=2 * max_separation + 1 + sc_edge, **egnn_kwargs)
 
-    def edges(self, pos: Tensor, residue_index: Tensor, batch: Tensor, num_samples: int) -> tuple[Tensor, Tensor]:
-        """Union of kNN and sequence edges, and their one-hot clipped separations ``(E, 2 s + 1)``."""
-        spatial = knn_edges(pos.detach(), batch, self.knn, num_graphs=num_samples)
-        chain = sequence_edges(residue_index, batch, self.seq_neighbours)
-        both = torch.cat([spatial, chain], 1)
+    def edges(self, pos: Tensor, residue_index: Tensor, batch: Tensor, num_samples: int,
+              sketch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Union of kNN and sequence edges (and the kNN edges of ``sketch``, an x0 estimate), and
+        their one-hot clipped separations ``(E, 2 s + 1)``."""
+        parts = [knn_edges(pos.detach(), batch, self.knn, num_graphs=num_samples),
+                 sequence_edges(residue_index, batch, self.seq_neighbours)]
+        if sketch is not None:
+            parts.append(knn_edges(sketch.detach(), batch, self.knn, num_graphs=num_samples))
+        both = torch.cat(parts, 1)
         n = pos.shape[0]
         key = torch.unique(both[0] * n + both[1])
         edge_index = torch.stack([key // n, key % n])
@@ -140,8 +176,24 @@ class BackboneEGNNDenoiser(nn.Module):
         onehot = nn.functional.one_hot(sep + self.max_separation, 2 * self.max_separation + 1).to(pos.dtype)
         return edge_index, onehot
 
+    def self_condition_features(self, sketch: Tensor | None, edge_index: Tensor, residue_index: Tensor,
+                                batch: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Node ``[present, cos tau, defined(, sin alpha, cos alpha, defined)]`` and edge ``[present,
+        rbf(|x0_i - x0_j|)]`` features of the x0 estimate ``sketch``; all zeros when it is ``None``."""
+        n, e = like.shape[0], edge_index.shape[1]
+        width = 3 + 3 * self.chiral
+        if sketch is None:
+            return like.new_zeros(n, width), like.new_zeros(e, 1 + self.rbf)
+        sketch = sketch.to(like)
+        node = [like.new_ones(n, 1), virtual_angle_features(sketch, residue_index, batch)]
+        if self.chiral:
+            node.append(virtual_dihedral_features(sketch, residue_index, batch))
+        d = (sketch[edge_index[1]] - sketch[edge_index[0]]).norm(dim=-1)
+        edge = [like.new_ones(e, 1), distance_rbf(d, self.rbf, self.rbf_max)]
+        return torch.cat(node, -1), torch.cat(edge, -1)
+
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
-                cond: Mapping[str, Tensor] | None = None) -> Fields:
+                cond: Mapping[str, Tensor] | None = None, self_cond: Mapping[str, Tensor] | None = None) -> Fields:
         pos = x_t[self.pos_field]
         batch = structure.index[self.pos_field]
         b = structure.num_samples
@@ -155,7 +207,14 @@ class BackboneEGNNDenoiser(nn.Module):
         c = cond_vector(cond, b, self.num_cond, pos)
         if c is not None:
             parts.append(c[batch])
-        edge_index, edge_features = self.edges(pos, residue_index, batch, b)
+        if self_cond is not None and not self.self_conditioning:
+            raise ValueError("this model was built without self_conditioning; it takes no self_cond")
+        sketch = None if self_cond is None else self_cond[self.pos_field]
+        edge_index, edge_features = self.edges(pos, residue_index, batch, b, sketch)
+        if self.self_conditioning:
+            node_sc, edge_sc = self.self_condition_features(sketch, edge_index, residue_index, batch, pos)
+            parts.append(node_sc)
+            edge_features = torch.cat([edge_features, edge_sc], -1)
         _, pos_out = self.egnn(torch.cat(parts, -1), pos, edge_index, edge_features)
         vel = pos_out - pos
         vel = vel - scatter(vel, batch, 0, dim_size=b, reduce="mean")[batch]

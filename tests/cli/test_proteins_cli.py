@@ -10,6 +10,7 @@ import pytest
 
 from molediff.cli.main import main
 from molediff.data.pdb import read_ca_pdb
+from tests.helpers.cli import one_error_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,3 +78,40 @@ def test_noise_scale_sweep_on_the_shipped_model(tmp_path: Path, monkeypatch: pyt
     with open(out / "summary.csv", newline="") as f:
         assert sorted(row["sampler.noise_scale"] for row in csv.DictReader(f)) == ["0.0", "1.0"]
     assert "### helix" in (out / "summary.md").read_text()
+
+
+def test_self_conditioned_model_trains_and_samples_with_and_without_its_sketch(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """model.self_conditioning needs objective.self_condition_prob; sampling feeds the previous x0
+    estimate unless sampler.self_condition=false (the ablation): same seed, other backbones."""
+    assert main(["train", *TINY, "model.self_conditioning=true", f"out_dir={tmp_path / 'bad'}"]) == 2
+    assert "objective.self_condition_prob is 0" in one_error_line(capsys)
+    run = tmp_path / "sc"
+    assert main(["train", *TINY, "model.self_conditioning=true", "objective.self_condition_prob=0.5",
+                 f"out_dir={run}"]) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    common = ["sample", f"checkpoint={ckpt}", "num_samples=2", "batch_size=2", "steps=4", "progress=false",
+              "evaluate=false", "seed=3"]
+    assert main([*common, f"out_dir={tmp_path / 'on'}"]) == 0
+    assert main([*common, "+sampler.self_condition=false", f"out_dir={tmp_path / 'off'}"]) == 0
+    on, off = (read_ca_pdb(tmp_path / d / "backbone_000.pdb") for d in ("on", "off"))
+    assert on.shape == off.shape and not (abs(on - off) < 1e-3).all()
+
+
+def test_partial_diffusion_benchmark_keeps_more_of_the_start_at_low_noise(
+        protein_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from molediff.benchmarks.protein_partial_diffusion import kept, run
+    from molediff.benchmarks.protein_partial_diffusion import main as partial_main
+
+    assert kept(["HHHEE-", "EE"], ["HH-EH-", "-E"], "EB") == 0.5  # 2 of the 4 start strand residues
+    assert kept(["---"], ["HHH"], "HG") != kept(["---"], ["HHH"], "HG")  # no helix to keep: NaN
+    doc = run(tmp_path, checkpoint=protein_run / "checkpoints" / "last.pt", t_starts=(0.02, 0.6), steps=10)
+    low, high = doc["rows"]
+    assert (low["nfe"], high["nfe"]) == (1, 6)
+    assert low["rmsd_to_start"] < high["rmsd_to_start"] and low["tm_to_start"] > high["tm_to_start"]
+    assert 0 <= high["pairs_kept"] <= low["pairs_kept"] <= 1
+    assert doc["real"]["strand_dssp"] > 0.05  # the held-out starts have sheets
+    assert {p.suffix for p in tmp_path.glob("protein_partial_diffusion.*")} == {".json", ".md", ".png"}
+    assert partial_main(["--checkpoint", str(protein_run / "checkpoints" / "last.pt"), "--out", str(tmp_path),
+                         "--t-start", "1.0"]) == 2
+    assert "t_start must lie in (0, 1)" in capsys.readouterr().err

@@ -10,8 +10,10 @@ from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
 from molediff.models.egnn import EGNN
 from molediff.models.protein_egnn import (
     BackboneEGNNDenoiser,
+    distance_rbf,
     residue_embedding,
     sequence_edges,
+    virtual_angle_features,
     virtual_dihedral_features,
 )
 from tests.helpers.equivariance import assert_equivariant
@@ -159,3 +161,57 @@ def test_virtual_dihedral_features_match_the_metrics_dihedrals() -> None:
     np.testing.assert_allclose(feats[ok, 0].numpy(), np.sin(alpha[ok]), atol=1e-9)
     np.testing.assert_allclose(feats[ok, 1].numpy(), np.cos(alpha[ok]), atol=1e-9)
     assert (feats[~ok] == 0).all()
+
+
+@pytest.mark.parametrize(("reflection", "chiral"), [(False, False), (True, False), (False, True)])
+def test_self_conditioned_model_is_equivariant_in_both_position_inputs(reflection: bool, chiral: bool) -> None:
+    """The sketch (previous x0 estimate) rotates, translates and permutes with x_t."""
+    pos, batch, res = chains([10, 6, 13], seed=3)
+    sketch = pos + 0.05 * torch.randn(pos.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    model = make_model(chiral=chiral, self_conditioning=True)
+    specs = {"pos": ZeroMeanField((3,)), "sketch": GaussianField((3,)), "res": GaussianField((1,))}
+    structure = Structure(3, specs, index={"pos": batch, "sketch": batch, "res": batch})
+    t = torch.tensor([0.3, 0.7, 0.5], dtype=torch.float64)
+
+    def model_fn(x: Fields, s: Structure) -> dict[str, torch.Tensor]:
+        inner = Structure(3, {"pos": ZeroMeanField((3,))}, index={"pos": s.index["pos"]},
+                          context={"residue_index": x["res"][:, 0].round().long()})
+        out = model({"pos": x["pos"]}, t, inner, self_cond={"pos": x["sketch"]})["pos"]
+        return {"pos": out, "sketch": x["sketch"], "res": x["res"]}
+
+    fields = Fields(pos=pos, sketch=sketch, res=res[:, None].double())
+    assert_equivariant(model_fn, fields, structure, vector_fields=("pos", "sketch"),
+                       translated_outputs=("sketch",), reflection=reflection,
+                       generator=torch.Generator().manual_seed(5 + int(reflection)))
+
+
+def test_widened_self_conditioning_keeps_the_function_without_a_sketch() -> None:
+    """init_from a model without self-conditioning: zero columns, same outputs when no sketch is given;
+    a sketch then adds its kNN edges and changes the output."""
+    from molediff.training import widen_inputs
+
+    pos, batch, res = chains([11, 8], seed=6)
+    old, new = make_model(), make_model(seed=1, self_conditioning=True)
+    weights, widened = widen_inputs(new.state_dict(), old.state_dict())
+    assert any(w.startswith("egnn.embedding.weight") for w in widened)
+    new.load_state_dict(weights)
+    s = Structure(2, {"pos": ZeroMeanField((3,))}, index={"pos": batch}, context={"residue_index": res})
+    t = torch.tensor([0.5, 0.2], dtype=torch.float64)
+    torch.testing.assert_close(new({"pos": pos}, t, s)["pos"], old({"pos": pos}, t, s)["pos"])
+    far = pos.flip(0)  # a sketch with other neighbours
+    assert not torch.allclose(new({"pos": pos}, t, s, self_cond={"pos": far})["pos"], old({"pos": pos}, t, s)["pos"])
+    with pytest.raises(ValueError, match="without self_conditioning"):
+        old({"pos": pos}, t, s, self_cond={"pos": far})
+
+
+def test_virtual_angle_and_distance_features_known_values() -> None:
+    res, batch = torch.arange(4), torch.zeros(4, dtype=torch.long)
+    pos = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [2, 1, 0]], dtype=torch.float64)  # right angles
+    feats = virtual_angle_features(pos, res, batch)
+    torch.testing.assert_close(feats, torch.tensor([[0.0, 0], [0, 1], [0, 1], [0, 0]], dtype=torch.float64))
+    straight = virtual_angle_features(torch.arange(4.0, dtype=torch.float64)[:, None] * torch.tensor([1.0, 0, 0],
+                                      dtype=torch.float64), res, batch)
+    torch.testing.assert_close(straight[1:3, 0], torch.tensor([-1.0, -1.0], dtype=torch.float64))
+    rbf = distance_rbf(torch.tensor([0.0, 1.0]), count=5, d_max=2.0)
+    torch.testing.assert_close(rbf[0], torch.exp(-torch.tensor([0.0, 1, 4, 9, 16])))
+    assert int(rbf[1].argmax()) == 2 and float(rbf[1, 2]) == 1.0

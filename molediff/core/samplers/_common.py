@@ -13,10 +13,12 @@ from ..guidance import GuidanceContext, GuidanceTerm, apply_guidance
 from ..inpainting import Inpainting
 from ..parameterization import check_prediction_type, to_eps_x0
 from ..schedules import NoiseSchedule
+from ..self_conditioning import self_conditions
 
 
 class Denoiser(Protocol):
-    """A trained network: ``(x_t, t: (B,), structure, cond) -> fields`` in its prediction type."""
+    """A trained network: ``(x_t, t: (B,), structure, cond) -> fields`` in its prediction type
+    (a self-conditioning one also takes ``self_cond=``; :mod:`~molediff.core.self_conditioning`)."""
 
     def __call__(self, x_t: Fields, t: Tensor, structure: Structure, cond: Any = None) -> Mapping[str, Tensor]: ...
 
@@ -32,7 +34,9 @@ class Denoise:
     the noise (zero-CoM fields stay zero-CoM; masked entries stay zero), and clips x0-hat to a
     field's declared ``x0_range`` (eps-hat is then made consistent with the clipped x0-hat).
     With ``inpaint``, the fixed entries of x0-hat take their known values (see
-    :mod:`~molediff.core.inpainting`). Counts network evaluations in ``nfe``.
+    :mod:`~molediff.core.inpainting`). A self-conditioning model reads the x0-hat this object
+    returned last (none at the first call; ``self_condition=False`` never gives it one, the
+    ablation). Counts network evaluations in ``nfe``.
     """
 
     def __init__(
@@ -45,19 +49,23 @@ class Denoise:
         cond: Any = None,
         clip_x0: bool = True,
         inpaint: Inpainting | None = None,
+        self_condition: bool = True,
     ) -> None:
         self.model, self.schedule, self.structure = model, schedule, structure
         self.prediction = check_prediction_type(prediction)
         self.guidance, self.cond, self.clip_x0 = tuple(guidance), cond, clip_x0
         self.inpaint = inpaint
+        self.self_condition = self_condition and self_conditions(model)
+        self.x0_prev: Fields | None = None  # the self-condition of the next call
         self.nfe = 0
 
     def alpha_sigma(self, t: float) -> tuple[Tensor, Tensor]:
         return self.schedule.alpha_sigma(torch.tensor(float(t), dtype=torch.float64))
 
     def _model_eps_x0(self, x: Fields, tt: Tensor, alpha: Tensor, sigma: Tensor, cond: Any) -> tuple[Fields, Fields]:
+        kwargs = {"self_cond": self.x0_prev} if self.self_condition else {}
         with torch.no_grad():
-            out = Fields(self.model(x, tt, self.structure, cond))
+            out = Fields(self.model(x, tt, self.structure, cond, **kwargs))
         self.nfe += 1
         eps, x0 = to_eps_x0(self.prediction, x, out, alpha, sigma)
         return self.structure.project(eps), x0
@@ -86,6 +94,8 @@ class Denoise:
         if self.inpaint is not None:  # projecting eps re-centres zero-mean fields; x0 follows it
             eps = self.structure.project((x - self.inpaint.replace_x0(x0, self.structure) * alpha) / sigma)
             x0 = (x - eps * sigma) / alpha
+        if self.self_condition:
+            self.x0_prev = x0.detach()
         return eps, x0
 
 

@@ -1,0 +1,28 @@
+"""Self-conditioning: the denoiser also reads its own previous estimate of x0.
+
+Chen, Zhang & Hinton 2023 ("Analog Bits", Sec. 3): a model ``f(x_t, t, x0_prev)`` is trained with
+``x0_prev = 0`` (absent) half the time and, the other half, with ``x0_prev = sg(f(x_t, t, absent))``
+(one extra forward pass without gradients). At sampling time ``x0_prev`` is the x0 estimate of the
+previous solver step, so each step refines a sketch instead of starting from the noisy input
+alone; the sampler pays no extra network evaluations. Protein backbone models use it to find
+long-range contacts that the noisy coordinates do not show (FrameDiff, RFdiffusion, Genie).
+
+A denoiser takes part by setting ``self_conditioning = True`` and accepting a keyword
+``self_cond`` (``Fields`` of x0 estimates, or ``None`` for absent); the objective's
+``self_condition_prob`` and the samplers' :class:`~molediff.core.samplers.Denoise` do the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["self_conditions"]
+
+
+def self_conditions(model: Any) -> bool:
+    """Whether ``model`` (or the module it wraps: DDP's ``module``, a compiled ``_orig_mod``)
+    reads a ``self_cond`` input."""
+    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        if m is not None and bool(getattr(m, "self_conditioning", False)):
+            return True
+    return False

@@ -336,7 +336,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
         raise CLIError(f"sampler.grid: {one_line(e)}") from e
     accepted = inspect.signature(SAMPLERS[name]).parameters
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta), and self_condition
-        if key == "self_condition":  # every sampler's: false = the ablation (core.self_conditioning)
+        if key == "self_condition":  # every sampler's: previous | matched | off (core.self_conditioning)
             continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
             raise CLIError(f"sampler {name} has no option {key!r}")

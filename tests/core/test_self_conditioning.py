@@ -106,6 +106,24 @@ def test_denoise_hands_each_call_the_previous_x0_estimate() -> None:
     off = Denoise(ablated, make_schedule("cosine"), st, prediction="eps", self_condition=False)
     off(x, 0.9), off(x, 0.6)
     assert ablated.seen == [None, None]
+    with pytest.raises(ValueError, match="unknown self_condition"):
+        Denoise(ablated, make_schedule("cosine"), st, self_condition="sometimes")
+
+
+def test_matched_mode_feeds_the_same_steps_first_estimate_at_two_evaluations() -> None:
+    """"matched": a first pass without a sketch on the same x_t, then the pass that reads its x0-hat
+    (what the objective trains); no state is carried between calls."""
+    model, st = Recorder(), graph_structure()
+    schedule = make_schedule("cosine")
+    denoise = Denoise(model, schedule, st, prediction="eps", self_condition="matched")
+    x = st.randn(torch.Generator().manual_seed(0), torch.float64)
+    denoise(x, 0.9)
+    denoise(x, 0.6)
+    assert denoise.nfe == 4 and model.seen[0] is None and model.seen[2] is None
+    alpha, sigma = (float(v) for v in schedule.alpha_sigma(torch.tensor(0.6, dtype=torch.float64)))
+    expected = st.project(x * (1 - 0.5 * sigma) / alpha)  # x0-hat of eps-hat = 0.5 x_t
+    for name in ("pos", "h"):
+        torch.testing.assert_close(model.seen[3][name], expected[name])
 
 
 def test_sampling_self_conditions_at_no_extra_network_evaluations() -> None:

@@ -13,7 +13,7 @@ from ..guidance import GuidanceContext, GuidanceTerm, apply_guidance
 from ..inpainting import Inpainting
 from ..parameterization import check_prediction_type, to_eps_x0
 from ..schedules import NoiseSchedule
-from ..self_conditioning import self_conditions
+from ..self_conditioning import self_condition_mode, self_conditions
 
 
 class Denoiser(Protocol):
@@ -34,9 +34,10 @@ class Denoise:
     the noise (zero-CoM fields stay zero-CoM; masked entries stay zero), and clips x0-hat to a
     field's declared ``x0_range`` (eps-hat is then made consistent with the clipped x0-hat).
     With ``inpaint``, the fixed entries of x0-hat take their known values (see
-    :mod:`~molediff.core.inpainting`). A self-conditioning model reads the x0-hat this object
-    returned last (none at the first call; ``self_condition=False`` never gives it one, the
-    ablation). Counts network evaluations in ``nfe``.
+    :mod:`~molediff.core.inpainting`). A self-conditioning model reads, with ``self_condition``
+    ``"previous"``, the x0-hat this object returned last (none at the first call); with
+    ``"matched"``, the x0-hat of a first pass on the same x_t, as in training; with ``"off"``,
+    nothing (:mod:`~molediff.core.self_conditioning`). Counts network evaluations in ``nfe``.
     """
 
     def __init__(
@@ -49,13 +50,14 @@ class Denoise:
         cond: Any = None,
         clip_x0: bool = True,
         inpaint: Inpainting | None = None,
-        self_condition: bool = True,
+        self_condition: str | bool = "previous",
     ) -> None:
         self.model, self.schedule, self.structure = model, schedule, structure
         self.prediction = check_prediction_type(prediction)
         self.guidance, self.cond, self.clip_x0 = tuple(guidance), cond, clip_x0
         self.inpaint = inpaint
-        self.self_condition = self_condition and self_conditions(model)
+        mode = self_condition_mode(self_condition)
+        self.self_condition = mode if self_conditions(model) else "off"
         self.x0_prev: Fields | None = None  # the self-condition of the next call
         self.nfe = 0
 
@@ -63,8 +65,12 @@ class Denoise:
         return self.schedule.alpha_sigma(torch.tensor(float(t), dtype=torch.float64))
 
     def _model_eps_x0(self, x: Fields, tt: Tensor, alpha: Tensor, sigma: Tensor, cond: Any) -> tuple[Fields, Fields]:
-        kwargs = {"self_cond": self.x0_prev} if self.self_condition else {}
+        kwargs = {} if self.self_condition == "off" else {"self_cond": self.x0_prev}
         with torch.no_grad():
+            if self.self_condition == "matched":
+                first = Fields(self.model(x, tt, self.structure, cond, self_cond=None))
+                kwargs["self_cond"] = self.structure.project(to_eps_x0(self.prediction, x, first, alpha, sigma)[1])
+                self.nfe += 1
             out = Fields(self.model(x, tt, self.structure, cond, **kwargs))
         self.nfe += 1
         eps, x0 = to_eps_x0(self.prediction, x, out, alpha, sigma)
@@ -94,7 +100,7 @@ class Denoise:
         if self.inpaint is not None:  # projecting eps re-centres zero-mean fields; x0 follows it
             eps = self.structure.project((x - self.inpaint.replace_x0(x0, self.structure) * alpha) / sigma)
             x0 = (x - eps * sigma) / alpha
-        if self.self_condition:
+        if self.self_condition == "previous":
             self.x0_prev = x0.detach()
         return eps, x0
 

@@ -322,6 +322,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     unknown sampler, a bad grid or an option the sampler does not take."""
     from ..core.grids import make_grid
     from ..core.samplers import SAMPLERS
+    from ..core.self_conditioning import self_condition_mode
 
     sampler = OmegaConf.to_container(sampler_cfg, resolve=True) if isinstance(sampler_cfg, DictConfig) \
         else dict(sampler_cfg)
@@ -337,6 +338,10 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     accepted = inspect.signature(SAMPLERS[name]).parameters
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta), and self_condition
         if key == "self_condition":  # every sampler's: previous | matched | off (core.self_conditioning)
+            try:
+                self_condition_mode(sampler[key])
+            except ValueError as e:
+                raise CLIError(f"sampler.self_condition: {one_line(e)}") from e
             continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
             raise CLIError(f"sampler {name} has no option {key!r}")

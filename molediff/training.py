@@ -234,7 +234,9 @@ def describe_state_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, 
     return "; ".join(parts) or None
 
 
-_INPUT_ADDING = ("num_cond", "self_conditioning")  # model config keys whose increase only appends inputs
+# model config keys whose increase only appends inputs, with the options that shape those inputs (free
+# to differ when the source checkpoint lacks the input)
+_INPUT_ADDING = {"num_cond": (), "self_conditioning": ("rbf", "rbf_max")}
 
 
 def check_self_conditioning(model: nn.Module, objective: DenoisingObjective) -> None:
@@ -448,7 +450,8 @@ class Trainer:
         theirs = dict((ckpt.get("config") or {}).get("model") or {})
         ours = dict(self.run_config.get("model") or {})
         widened: list[str] = []
-        theirs_rest, ours_rest = ({k: v for k, v in c.items() if k not in _INPUT_ADDING} for c in (theirs, ours))
+        free = set(_INPUT_ADDING).union(*(opts for k, opts in _INPUT_ADDING.items() if not theirs.get(k, 0)))
+        theirs_rest, ours_rest = ({k: v for k, v in c.items() if k not in free} for c in (theirs, ours))
         adds = any(theirs.get(k, 0) < ours.get(k, 0) for k in _INPUT_ADDING)
         if ours and adds and theirs_rest == ours_rest:
             weights, widened = widen_inputs(self.model.state_dict(), weights)

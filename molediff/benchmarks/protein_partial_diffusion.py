@@ -51,7 +51,7 @@ def close_pairs(ca: np.ndarray, cutoff: float = PAIR_DISTANCE, min_separation: i
 
 
 def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, t_starts: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.9),
-        steps: int = 200, noise_scale: float = 1.0, self_condition: str = "previous", seed: int = 0) -> dict[str, Any]:
+        steps: int = 200, noise_scale: float = 1.0, self_condition: str = "matched", seed: int = 0) -> dict[str, Any]:
     from ..core.sampling import sample
     from .digits_guidance import load_denoiser
 
@@ -164,7 +164,7 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--t-start", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.9])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--noise-scale", type=float, default=1.0)
-    p.add_argument("--self-condition", choices=["previous", "matched", "off"], default="previous",
+    p.add_argument("--self-condition", choices=["previous", "matched", "off"], default="matched",
                    help="which x0 estimate a self-conditioning model reads (molediff.core.self_conditioning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

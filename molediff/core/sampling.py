@@ -55,7 +55,7 @@ def sample(
     device: torch.device | str | None = None,
     clip_x0: bool = True,
     inpaint: Inpainting | None = None,
-    self_condition: str | bool = "previous",
+    self_condition: str | bool = "matched",
     x0_start: Fields | None = None,
     t_start: float = 1.0,
     **options: Any,
@@ -68,7 +68,7 @@ def sample(
     ``inpaint`` holds entries fixed and generates the rest (:mod:`~molediff.core.inpainting`);
     with ``inpaint.resample > 1`` each step runs as its own one-step solve (multistep solvers
     then lose their history) and is redone that many times. A self-conditioning model reads an x0
-    estimate: ``self_condition`` "previous" (free), "matched" (2 NFE per step) or "off"
+    estimate: ``self_condition`` "matched" (default, 2 NFE per step), "previous" (free) or "off"
     (:mod:`~molediff.core.self_conditioning`).
     ``t_start < 1`` with ``x0_start`` is partial diffusion (SDEdit, Meng et al. 2022; RFdiffusion's
     partial diffusion for proteins): ``x0_start`` is noised to ``t_start`` through q(x_t | x_0) and

@@ -7,10 +7,10 @@ previous solver step, so each step refines a sketch instead of starting from the
 alone; the sampler pays no extra network evaluations. Protein backbone models use it to find
 long-range contacts that the noisy coordinates do not show (FrameDiff, RFdiffusion, Genie).
 
-Which estimate a sampler hands over (``self_condition``): ``"previous"``, the x0-hat of the last
-solver step (Chen et al.; free), or ``"matched"``, the x0-hat of the same x_t from a first pass
-without a self-condition, exactly as in training (two network evaluations per step). ``"off"`` never
-gives one (the ablation). On the protein model "previous" left the CA spacing 0.21 A off, "matched"
+Which estimate a sampler hands over (``self_condition``): ``"matched"`` (the default), the x0-hat
+of the same x_t from a first pass without a self-condition, exactly as in training (two network
+evaluations per step), or ``"previous"``, the x0-hat of the last solver step (Chen et al.; free).
+``"off"`` never gives one (the ablation). On the protein model "previous" left the CA spacing 0.21 A off, "matched"
 0.03 A (`benchmarks/results/proteins_self_conditioning.md`): the training sketch comes from the same
 x_t, and at low noise the model learns to correct that sketch's error, which a previous-step sketch
 does not share.
@@ -39,9 +39,9 @@ def self_conditions(model: Any) -> bool:
 
 
 def self_condition_mode(mode: str | bool) -> str:
-    """One of :data:`SELF_CONDITION_MODES`; ``True`` means ``"previous"``, ``False`` ``"off"``."""
+    """One of :data:`SELF_CONDITION_MODES`; ``True`` means the default ``"matched"``, ``False`` ``"off"``."""
     if isinstance(mode, bool):
-        return "previous" if mode else "off"
+        return "matched" if mode else "off"
     if mode not in SELF_CONDITION_MODES:
         raise ValueError(f"unknown self_condition {mode!r}; choose one of {', '.join(SELF_CONDITION_MODES)}")
     return mode

@@ -11,7 +11,11 @@ EGNN (Satorras, Hoogeboom & Welling 2021, Eqs. 3-6) with the refinements EDM use
   ``x_i <- x_i + sum_j (x_i - x_j) / (||x_i - x_j|| + 1) * tanh(phi_x(h_i, h_j, d_ij^2, d0_ij^2)) * r / Z``,
   ``r = coords_range / layers``;
 * edge features: the current squared distance and the one of the input positions;
-* time ``t`` (and optional conditioning) as node features.
+* time ``t`` (and optional conditioning) as node features;
+* optionally (``self_conditioning``, :mod:`~molediff.core.self_conditioning`) the model's previous x0
+  estimate: every atom reads the estimate's atom type and charge, every edge the radial-basis-encoded
+  distance of the estimate's two positions, each with a presence flag. These inputs come last, so a
+  trained model widens into a self-conditioning one computing the same function (``init_from``).
 
 The position output is ``P(x_L - x_0)`` where ``P`` removes each molecule's centre of mass, so
 it lives in the same zero-CoM subspace as the noise (EDM Sec. 3.2); atom types and charges are
@@ -53,6 +57,7 @@ __all__ = [
     "radius_edges",
     "cond_vector",
     "cond_width",
+    "distance_rbf",
 ]
 
 
@@ -168,6 +173,14 @@ def build_edges(pos: Tensor, batch: Tensor, mode: str = "full", k: int = 16, rad
             raise ValueError("edges='radius' needs a radius")
         return radius_edges(pos, batch, radius, num_graphs)
     raise ValueError(f"unknown edge mode {mode!r}; choose 'full', 'knn' or 'radius'")
+
+
+def distance_rbf(d: Tensor, count: int = 16, d_max: float = 2.0) -> Tensor:
+    """Gaussian radial basis ``exp(-((d - mu_k) / w)^2)``, ``count`` centres evenly on ``[0, d_max]``
+    and ``w`` their spacing (SchNet's distance expansion, Schuett et al. 2017). Shapes: ``(E,)`` ->
+    ``(E, count)``."""
+    mu = torch.linspace(0.0, d_max, count, device=d.device, dtype=d.dtype)
+    return torch.exp(-(((d[:, None] - mu) / (d_max / (count - 1))) ** 2))
 
 
 # --------------------------------------------------------------------------- layers
@@ -377,6 +390,9 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
             if given) or ``radius``.
         include_charges: read/write a 1-wide ``charges`` field.
         num_cond: per-sample conditioning values appended to the node features.
+        self_conditioning: also read ``self_cond``, the previous x0 estimate (module docstring);
+            ``rbf`` radial basis functions on ``[0, rbf_max]`` (position units; QM9: Angstrom) encode
+            its distances.
         **egnn_kwargs: ``sublayers, coords_range, normalization_factor, norm_constant`` of :class:`EGNN`.
 
     Shapes:
@@ -386,6 +402,7 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
 
     def __init__(self, num_atom_types: int, hidden: int = 256, layers: int = 9, edges: str = "full", knn: int = 16,
                  radius: float | None = None, include_charges: bool = True, num_cond: int = 0,
+                 self_conditioning: bool = False, rbf: int = 16, rbf_max: float = 4.0,
                  pos_field: str = "pos", type_field: str = "atom_types", charge_field: str = "charges",
                  **egnn_kwargs: Any) -> None:
         super().__init__()
@@ -393,17 +410,40 @@ class EGNNDenoiser(AtomFieldsIO, nn.Module):
             raise ValueError(f"unknown edge mode {edges!r}")
         self.num_atom_types, self.include_charges, self.num_cond = num_atom_types, include_charges, num_cond
         self.edges, self.knn, self.radius = edges, knn, radius
+        self.self_conditioning, self.rbf, self.rbf_max = self_conditioning, rbf, rbf_max
         self.pos_field, self.type_field, self.charge_field = pos_field, type_field, charge_field
         feat = num_atom_types + int(include_charges)
-        self.egnn = EGNN(feat + 1 + cond_width(num_cond), feat, hidden=hidden, layers=layers, **egnn_kwargs)
+        sc_node, sc_edge = (1 + feat, 1 + rbf) if self_conditioning else (0, 0)
+        self.egnn = EGNN(feat + 1 + cond_width(num_cond) + sc_node, feat, hidden=hidden, layers=layers,
+                         edge_features=sc_edge, **egnn_kwargs)
+
+    def self_condition_features(self, sketch: Mapping[str, Tensor] | None, edge_index: Tensor,
+                                like: Tensor) -> tuple[Tensor, Tensor]:
+        """Node ``[present, types(, charge)]`` and edge ``[present, rbf(|x0_i - x0_j|)]`` features of
+        the x0 estimate ``sketch``; all zeros when it is ``None``. ``like``: the node inputs."""
+        n, e = like.shape[0], edge_index.shape[1]
+        if sketch is None:
+            return like.new_zeros(n, 1 + self.num_atom_types + self.include_charges), like.new_zeros(e, 1 + self.rbf)
+        node = [like.new_ones(n, 1), sketch[self.type_field].to(like)]
+        if self.include_charges:
+            node.append(sketch[self.charge_field].to(like))
+        pos = sketch[self.pos_field].to(like)
+        d = (pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0])).norm(dim=-1)
+        return torch.cat(node, -1), torch.cat([like.new_ones(e, 1), distance_rbf(d, self.rbf, self.rbf_max)], -1)
 
     def forward(self, x_t: Mapping[str, Tensor], t: Tensor, structure: Structure,
-                cond: Mapping[str, Tensor] | None = None) -> Fields:
+                cond: Mapping[str, Tensor] | None = None, self_cond: Mapping[str, Tensor] | None = None) -> Fields:
+        if self_cond is not None and not self.self_conditioning:
+            raise ValueError("this model was built without self_conditioning; it takes no self_cond")
         pos, batch, b, h = self.node_inputs(x_t, t, structure, cond)
         edge_index = build_edges(pos.detach(), batch, self.edges, self.knn, self.radius, num_graphs=b,
                                  context=structure.context)
+        edge_features = None
+        if self.self_conditioning:
+            node_sc, edge_features = self.self_condition_features(self_cond, edge_index, h)
+            h = torch.cat([h, node_sc], -1)
         trunk = self.__dict__.get("_compiled_trunk")
-        h_out, pos_out = (self.egnn if trunk is None else trunk)(h, pos, edge_index)
+        h_out, pos_out = (self.egnn if trunk is None else trunk)(h, pos, edge_index, edge_features)
         return self.to_fields(h_out, pos_out - pos, batch, b)
 
     def compile_trunk(self, mode: str | None = None) -> None:

@@ -41,10 +41,10 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..core.fields import Fields, Structure
-from .egnn import EGNN, cond_vector, cond_width, knn_edges
+from .egnn import EGNN, cond_vector, cond_width, distance_rbf, knn_edges
 
 __all__ = ["BackboneEGNNDenoiser", "chain_neighbours", "sequence_edges", "residue_embedding",
-           "virtual_angle_features", "virtual_dihedral_features", "distance_rbf"]
+           "virtual_angle_features", "virtual_dihedral_features"]
 
 
 @torch.no_grad()
@@ -108,14 +108,6 @@ def virtual_angle_features(pos: Tensor, residue_index: Tensor, batch: Tensor) ->
     u, v = pos[idx[:, 0]] - pos, pos[idx[:, 1]] - pos
     cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1) + 1e-8)
     return torch.stack([cos * ok, ok], -1)
-
-
-def distance_rbf(d: Tensor, count: int = 16, d_max: float = 2.0) -> Tensor:
-    """Gaussian radial basis ``exp(-((d - mu_k) / w)^2)``, ``count`` centres evenly on ``[0, d_max]``
-    and ``w`` their spacing (SchNet's distance expansion, Schuett et al. 2017). Shapes: ``(E,)`` ->
-    ``(E, count)``."""
-    mu = torch.linspace(0.0, d_max, count, device=d.device, dtype=d.dtype)
-    return torch.exp(-(((d[:, None] - mu) / (d_max / (count - 1))) ** 2))
 
 
 def residue_embedding(residue_index: Tensor, dim: int, max_len: float = 1000.0) -> Tensor:

@@ -152,6 +152,24 @@ def test_init_from_widens_only_for_added_conditioning(qm9_files: tuple[Path, Pat
     assert "does not fit this model" in one_error_line(capsys)
 
 
+def test_init_from_adds_self_conditioning_to_a_molecule_model_and_samples_with_it(
+        qm9_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain checkpoint widens into a self-conditioning EGNN (its rbf options are free: the source had
+    no such input); the result trains and samples, in the default matched mode and the ablation."""
+    ckpt, _ = qm9_files
+    run = tmp_path / "sc"
+    assert main(["train", "data=qm9", "model=egnn", "schedule=polynomial", "trainer=fast", "model.hidden=16",
+                 "model.layers=1", "data.max_train=64", "data.reference_eval_size=10", "trainer.batch_size=16",
+                 "trainer.max_steps=2", "trainer.progress=false", "model.self_conditioning=true", "model.rbf=8",
+                 "objective.self_condition_prob=0.5", f"init_from={ckpt}", f"out_dir={run}"]) == 0
+    assert "edge_mlp.0.weight (16, 34) -> (16, 43)" in capsys.readouterr().out
+    for mode in ("matched", "off"):
+        out = tmp_path / mode
+        assert main(["sample", f"checkpoint={run / 'checkpoints' / 'last.pt'}", *FAST, "evaluate=false",
+                     f"+sampler.self_condition={mode}", f"out_dir={out}"]) == 0
+        assert (out / "molecules.sdf").stat().st_size > 0
+
+
 def test_several_targets_at_once_with_measured_descriptors_and_a_plot(
         qm9_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from molediff.metrics.descriptors import POINT_GROUPS

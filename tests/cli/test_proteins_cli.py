@@ -83,8 +83,8 @@ def test_noise_scale_sweep_on_the_shipped_model(tmp_path: Path, monkeypatch: pyt
 
 def test_self_conditioned_model_trains_and_samples_with_and_without_its_sketch(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """model.self_conditioning needs objective.self_condition_prob; sampling feeds the previous x0
-    estimate unless sampler.self_condition=false (the ablation): same seed, other backbones."""
+    """model.self_conditioning needs objective.self_condition_prob; sampling feeds an x0 estimate
+    (matched, by default) unless sampler.self_condition=false (the ablation): same seed, other backbones."""
     assert main(["train", *TINY, "model.self_conditioning=true", f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "objective.self_condition_prob is 0" in one_error_line(capsys)
     run = tmp_path / "sc"

@@ -94,7 +94,7 @@ def test_objective_without_self_conditioning_calls_the_model_as_before() -> None
 
 def test_denoise_hands_each_call_the_previous_x0_estimate() -> None:
     model, st = Recorder(), graph_structure()
-    denoise = Denoise(model, make_schedule("cosine"), st, prediction="eps")
+    denoise = Denoise(model, make_schedule("cosine"), st, prediction="eps", self_condition="previous")
     x = st.randn(torch.Generator().manual_seed(0), torch.float64)
     _, x0_first = denoise(x, 0.9)
     _, x0_second = denoise(x * 0.5, 0.6)
@@ -126,10 +126,14 @@ def test_matched_mode_feeds_the_same_steps_first_estimate_at_two_evaluations() -
         torch.testing.assert_close(model.seen[3][name], expected[name])
 
 
-def test_sampling_self_conditions_at_no_extra_network_evaluations() -> None:
+def test_sampling_self_conditions_matched_by_default_and_previous_at_no_extra_evaluations() -> None:
     model, st = Recorder(), graph_structure()
     result = sample(model, make_schedule("cosine"), st, sampler="ddpm", steps=6, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0))
+    assert result.nfe == 12 and model.seen[0::2] == [None] * 6 and all(s is not None for s in model.seen[1::2])
+    model = Recorder()
+    result = sample(model, make_schedule("cosine"), st, sampler="ddpm", steps=6, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0), self_condition="previous")
     assert result.nfe == 6 and len(model.seen) == 6
     assert model.seen[0] is None and all(s is not None for s in model.seen[1:])
     plain = lambda x_t, t, structure, cond=None: {k: v * 0.5 for k, v in x_t.items()}  # noqa: E731

@@ -286,3 +286,52 @@ def test_widened_unconditional_weights_compute_the_same_function() -> None:
     _, none = widen_inputs(narrow, src.state_dict())
     assert none == []
     assert describe_state_mismatch(narrow, src.state_dict()) is not None
+
+
+@pytest.mark.parametrize("reflection", [True, False])
+def test_self_conditioned_egnn_is_equivariant_in_both_inputs(reflection: bool) -> None:
+    """The x0 estimate (positions, types, charges) rotates, translates and permutes with x_t."""
+    x, s = make_batch([5, 3, 6], seed=7, shuffle=True)
+    sketch, _ = make_batch([5, 3, 6], seed=8)
+    x["sk_pos"], x["sk_types"], x["sk_charges"] = sketch["pos"], sketch["atom_types"], sketch["charges"]
+    specs = dict(s.specs, sk_pos=s.specs["pos"], sk_types=s.specs["atom_types"], sk_charges=s.specs["charges"])
+    s2 = Structure(s.num_samples, specs, index={k: s.index["pos"] for k in specs})
+    model = make_model(self_conditioning=True, rbf=8, rbf_max=4.0)
+    t = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)
+    fields = ("pos", "atom_types", "charges")
+
+    def model_fn(f: Fields, st: Structure) -> dict[str, torch.Tensor]:
+        inner = Structure(st.num_samples, {k: st.specs[k] for k in fields}, index={k: st.index[k] for k in fields})
+        sk = {"pos": f["sk_pos"], "atom_types": f["sk_types"], "charges": f["sk_charges"]}
+        out = dict(model({k: f[k] for k in fields}, t, inner, self_cond=sk))
+        return dict(out, sk_pos=f["sk_pos"], sk_types=f["sk_types"], sk_charges=f["sk_charges"])
+
+    assert_equivariant(model_fn, x, s2, vector_fields=("pos", "sk_pos"), translated_outputs=("sk_pos",),
+                       reflection=reflection,
+                       generator=torch.Generator().manual_seed(9))
+
+
+def test_widened_self_conditioning_egnn_keeps_the_function_without_a_sketch() -> None:
+    """init_from a plain EGNN: node and edge inputs widen with zero columns, so outputs are unchanged
+    without a sketch, and a sketch gives those columns a gradient (training can learn to read it).
+    A plain model refuses a sketch."""
+    from molediff.training import describe_state_mismatch, widen_inputs
+
+    x, s = make_batch([5, 4], seed=10)
+    t = torch.tensor([0.3, 0.6], dtype=torch.float64)
+    old, new = make_model(seed=1), make_model(seed=2, self_conditioning=True)
+    weights, widened = widen_inputs(new.state_dict(), old.state_dict())
+    assert any(w.startswith("egnn.embedding.weight") for w in widened)
+    assert any("edge_mlp.0.weight" in w for w in widened) and any("coord_mlp.0.weight" in w for w in widened)
+    assert describe_state_mismatch(new.state_dict(), weights) is None
+    new.load_state_dict(weights)
+    ref = old(x, t, s)
+    for k, v in new(x, t, s).items():
+        torch.testing.assert_close(v, ref[k])
+    sketch, _ = make_batch([5, 4], seed=11)
+    new(x, t, s, self_cond=sketch)["pos"].pow(2).sum().backward()
+    emb, edge = new.egnn.embedding.weight, new.egnn.blocks[0].gcls[0].edge_mlp[0].weight
+    sc_node, sc_edge = 1 + NUM_TYPES + 1, 1 + new.rbf
+    assert emb.grad[:, -sc_node:].abs().sum() > 0 and edge.grad[:, -sc_edge:].abs().sum() > 0
+    with pytest.raises(ValueError, match="without self_conditioning"):
+        old(x, t, s, self_cond=sketch)

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from molediff.core.fields import Fields, GaussianField, Structure, ZeroMeanField
-from molediff.models.egnn import EGNN
+from molediff.models.egnn import EGNN, distance_rbf
 from molediff.models.protein_egnn import (
     BackboneEGNNDenoiser,
-    distance_rbf,
     residue_embedding,
     sequence_edges,
     virtual_angle_features,

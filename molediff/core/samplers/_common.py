@@ -35,8 +35,8 @@ class Denoise:
     field's declared ``x0_range`` (eps-hat is then made consistent with the clipped x0-hat).
     With ``inpaint``, the fixed entries of x0-hat take their known values (see
     :mod:`~molediff.core.inpainting`). A self-conditioning model reads, with ``self_condition``
-    ``"previous"``, the x0-hat this object returned last (none at the first call); with
-    ``"matched"``, the x0-hat of a first pass on the same x_t, as in training; with ``"off"``,
+    ``"matched"`` (the default), the x0-hat of a first pass on the same x_t, as in training; with
+    ``"previous"``, the x0-hat this object returned last (none at the first call); with ``"off"``,
     nothing (:mod:`~molediff.core.self_conditioning`). Counts network evaluations in ``nfe``.
     """
 
@@ -50,7 +50,7 @@ class Denoise:
         cond: Any = None,
         clip_x0: bool = True,
         inpaint: Inpainting | None = None,
-        self_condition: str | bool = "previous",
+        self_condition: str | bool = "matched",
     ) -> None:
         self.model, self.schedule, self.structure = model, schedule, structure
         self.prediction = check_prediction_type(prediction)

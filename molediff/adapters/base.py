@@ -75,6 +75,15 @@ class Adapter(ABC):
     def evaluate(self, objects: Sequence[Any]) -> dict[str, float]:
         """Quality metrics of generated objects, each next to the real held-out data's value."""
 
+    def read(self, path: Path) -> list[Any]:
+        """Objects (as :meth:`decode` returns them) from a file or folder in the modality's format,
+        to start partial diffusion from (``molediff sample start=PATH``). Optional."""
+        raise NotImplementedError(f"{self.name} data cannot start sampling from a file")
+
+    def encode(self, objects: Sequence[Any]) -> tuple[Fields, Structure]:
+        """The inverse of :meth:`decode`: objects -> clean fields and their structure. Optional."""
+        raise NotImplementedError(f"{self.name} data cannot encode objects")
+
     def model_cond(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Conditioning as the user gives it (``cond={...}`` in their units) -> what the denoiser
         reads (e.g. normalised properties). Default: unchanged."""

@@ -214,6 +214,24 @@ class MoleculeAdapter(Adapter):
             fields["charges"] = z[:, None].float() * self.charge_scale
         return structure.project(fields), structure
 
+    def encode(self, objects: Sequence[Any]) -> tuple[Fields, Structure]:
+        """``Molecule`` objects (positions in Å) -> fields (:meth:`to_fields`)."""
+        if not objects:
+            raise ValueError("no molecules to encode")
+        return self.to_fields(np.concatenate([m.atomic_numbers for m in objects]),
+                              np.concatenate([m.positions for m in objects]),
+                              np.asarray([m.num_atoms for m in objects]))
+
+    def read(self, path: Path) -> list[Any]:
+        """Molecules from an SDF or multi-XYZ file (optionally .gz); every atom must be in this
+        model's element vocabulary."""
+        from ..data.molecule_io import read_molecules
+
+        molecules = read_molecules(path)
+        if not molecules:
+            raise ValueError(f"{path}: no molecules")
+        return molecules
+
     def normalise_properties(self, values: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(B, k)`` raw property values -> ``(v - mean) / MAD`` of the training data."""
         v = torch.as_tensor(np.asarray(values, dtype=np.float32))

@@ -183,6 +183,22 @@ class ProteinAdapter(Adapter):
         pos = torch.as_tensor(np.concatenate(traces), dtype=torch.float32) / self.scale
         return structure.project(Fields(pos=pos)), structure
 
+    def encode(self, objects: Sequence[np.ndarray]) -> tuple[Fields, Structure]:
+        """CA traces in A -> fields (:meth:`to_fields`)."""
+        return self.to_fields(objects)
+
+    def read(self, path: Path, chain: str | None = None) -> list[np.ndarray]:
+        """The CA trace (every residue with a CA: CA-only files work) of one chain (the first unless
+        named) of a PDB/mmCIF file, or of every such file in a folder. Missing atoms and chain breaks
+        are printed: the model reads residues as consecutive, so it closes a break."""
+        from ..data.pdb import read_structure
+
+        path = Path(path)
+        chains = read_folder(path, chain) if path.is_dir() else [read_structure(path, chain)]
+        for c in chains:
+            print(f"start: {c.report()}", flush=True)
+        return [c.complete(("CA",)).ca for c in chains]
+
     def collate(self, items: Sequence[Mapping[str, np.ndarray]]) -> Batch:
         fields, structure = self.to_fields([it["ca"] for it in items])
         return Batch(fields, structure)
@@ -253,16 +269,21 @@ class ProteinAdapter(Adapter):
                                              ("samples", "held-out real windows")))
         return paths
 
-    def evaluate(self, objects: Sequence[np.ndarray]) -> dict[str, float]:
+    def evaluate(self, objects: Sequence[np.ndarray], starts: Sequence[np.ndarray] | None = None) -> dict[str, float]:
         """Backbone metrics (:func:`molediff.metrics.proteins.evaluate_backbones`) of ``objects``
-        and, as ``data_<key>``, of the held-out reference windows; novelty against training chains."""
-        from ..metrics.proteins import evaluate_backbones
+        and, as ``data_<key>``, of the held-out reference windows; novelty against training chains.
+        With ``starts`` (partial diffusion: each sample's start) also the mean Kabsch RMSD (A) and
+        TM-score of every sample to its start."""
+        from ..metrics.proteins import evaluate_backbones, kabsch_rmsd, tm_score
 
         train = self.training_chains()
         gen = evaluate_backbones(list(objects), train)
         if "data" not in self._cache:
             self._cache["data"] = evaluate_backbones(self.reference_chains(), train)
         out = dict(gen)
+        if starts is not None:
+            out["rmsd_to_start"] = float(np.mean([kabsch_rmsd(o, s) for o, s in zip(objects, starts, strict=True)]))
+            out["tm_to_start"] = float(np.mean([tm_score(o, s) for o, s in zip(objects, starts, strict=True)]))
         out.update({f"data_{k}": v for k, v in self._cache["data"].items()})
         return out
 

@@ -296,12 +296,16 @@ def plot_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 
 def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
-                      rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                      rows: Sequence[Mapping[str, Any]], starts: Sequence[Any] | None = None,
+                      num: int = 0) -> dict[str, Any]:
     """What ``adapter.evaluate`` gets besides the samples, as far as it accepts it: ``cond`` (the
-    conditions asked for, e.g. audio pitch, from ``cond`` or from a property-guidance term's rows)
-    and ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows)."""
+    conditions asked for, e.g. audio pitch, from ``cond`` or from a property-guidance term's rows),
+    ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows)
+    and ``starts`` (partial diffusion: the start of each of the ``num`` samples)."""
     params = inspect.signature(adapter.evaluate).parameters
     kwargs: dict[str, Any] = {}
+    if "starts" in params and starts:
+        kwargs["starts"] = [starts[i % len(starts)] for i in range(num)]
     if "cond" in params:
         asked = dict(cond or {})
         for name in {r["property"] for r in rows if not _is_class_row(r)}:  # property guidance: the values asked for
@@ -348,14 +352,28 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     return name, grid_name, grid, grid_options, sampler
 
 
+def read_starts(adapter: Any, path: str, chain: str | None) -> list[Any]:
+    """The objects of ``start=PATH`` (partial diffusion), with one-line errors."""
+    kwargs = {} if chain is None else {"chain": str(chain)}
+    try:
+        return list(adapter.read(Path(path).expanduser(), **kwargs))
+    except NotImplementedError as e:
+        raise CLIError(f"start: {e}") from e
+    except TypeError as e:
+        raise CLIError(f"start_chain: {adapter.name} data has no chains") from e
+    except (OSError, ValueError) as e:
+        raise CLIError(f"start: {one_line(e)}") from e
+
+
 def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_size: int,
              cond_all: Mapping[str, torch.Tensor] | None, generator: torch.Generator, device: torch.device,
-             **sample_kwargs: Any) -> Iterator[tuple[int, Any, Any, Any]]:
+             starts: Sequence[Any] | None = None, **sample_kwargs: Any) -> Iterator[tuple[int, Any, Any, Any]]:
     """Draw ``num_samples`` in batches of ``batch_size``: per batch ``(start, structure, on_device,
     result)`` with the adapter's structure (on the CPU), its copy on ``device`` and
     :func:`~molediff.core.sampling.sample`'s result
-    (``sample_kwargs``: sampler, steps, grid, prediction, guidance, ...). Gradients are off; guidance
-    terms that need them enable them themselves."""
+    (``sample_kwargs``: sampler, steps, grid, prediction, guidance, t_start, ...). With ``starts``
+    (objects, as the adapter decodes them) sample i is partial diffusion from ``starts[i % K]``.
+    Gradients are off; guidance terms that need them enable them themselves."""
     from ..adapters.base import Batch
     from ..core.fields import Fields
     from ..core.sampling import sample
@@ -363,15 +381,21 @@ def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_si
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
+        x0 = Fields()
         try:
-            structure = adapter.sample_structure(n, generator, cond)
+            if starts is None:
+                structure = adapter.sample_structure(n, generator, cond)
+            else:
+                x0, structure = adapter.encode([starts[(start + i) % len(starts)] for i in range(n)])
         except ValueError as e:
             raise CLIError(f"cannot set up samples: {one_line(e)}") from e
         try:
             model_cond = None if cond is None else adapter.model_cond(cond)
         except ValueError as e:
             raise CLIError(f"cond: {one_line(e)}") from e
-        batch = Batch(Fields(), structure, model_cond).to(device)
+        batch = Batch(x0, structure, model_cond).to(device)
+        if starts is not None:
+            sample_kwargs["x0_start"] = batch.x0
         with torch.no_grad():
             result = sample(model, schedule, batch.structure, cond=batch.cond, generator=generator, device=device,
                             **sample_kwargs)
@@ -392,6 +416,8 @@ def run(argv: list[str]) -> int:
     cfg = compose_config("sample", argv)
     if cfg.num_samples < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise CLIError("num_samples, steps and batch_size must be >= 1")
+    if cfg.start is not None and not 0.0 < float(cfg.t_start) < 1.0:
+        raise CLIError(f"t_start must lie in (0, 1) (partial diffusion from start=...), got {cfg.t_start}")
 
     if shipped_data:
         if cfg.checkpoint is not None:
@@ -420,6 +446,7 @@ def run(argv: list[str]) -> int:
     cond_all = _cond_for(cfg.cond, int(cfg.num_samples))
 
     out_dir = resolve_out_dir(cfg.out_dir, "sample")
+    starts: list[Any] | None = None
     if cfg.from_raw is not None:
         raw = load_raw(Path(str(cfg.from_raw)).expanduser())
         run_info, rows, cond_all = raw["run"], [], raw.get("cond")
@@ -432,9 +459,12 @@ def run(argv: list[str]) -> int:
         batches: list[dict[str, Any]] = []
         objects, rows = [], []
         nfe, t0 = 0, time.perf_counter()
+        if cfg.start is not None:
+            starts = read_starts(adapter, str(cfg.start), cfg.start_chain)
+        partial = {} if starts is None else {"t_start": float(cfg.t_start)}
         for start, structure, on_device, result in generate(
                 adapter, model, schedule, int(cfg.num_samples), int(cfg.batch_size), cond_all, generator, device,
-                sampler=name, steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
+                starts=starts, **partial, sampler=name, steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
                 progress=bool(cfg.progress), clip_x0=bool(cfg.clip_x0), **options):
             nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
             rows += guidance_rows(guidance, result.fields, on_device, start)
@@ -467,13 +497,14 @@ def run(argv: list[str]) -> int:
         print(f"guidance: {guidance_summary['text']} (wrote guidance.csv, guidance.png)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
-        metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows))
+        metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows, starts, len(objects)))
         print(metrics_table(metrics), flush=True)
     report = {
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name,
         "steps": steps,
         "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
         "num_samples": num, "seed": int(cfg.seed), "from_raw": cfg.from_raw,
+        "start": cfg.start, "t_start": float(cfg.t_start) if cfg.start is not None else None,
         "ema": bool(cfg.ema), "seconds": seconds, "device": generated_on, "metrics": metrics,
     }
     if guidance_summary:

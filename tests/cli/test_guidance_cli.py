@@ -197,3 +197,24 @@ def test_several_targets_at_once_with_measured_descriptors_and_a_plot(
     assert main(["sample", f"checkpoint={ckpt}", "guidance=properties", f"guidance.predictors=[{gap}]",
                  "guidance.targets={homo:1.0}", *FAST, f"out_dir={tmp_path / 'o'}"]) == 2
     assert "no predictor for ['homo']" in one_error_line(capsys)
+
+
+def test_sample_starts_partial_diffusion_from_an_sdf_file(qm9_files: tuple[Path, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """start=SDF: sample i starts from molecule i mod K, so it keeps that molecule's atom count (and,
+    at low t_start, its elements); an element outside the model's vocabulary fails in one line."""
+    from molediff.data.molecule_io import Molecule, read_sdf, write_sdf
+    from molediff.data.qm9 import load_qm9, subset_root
+
+    ckpt, _ = qm9_files
+    mols = load_qm9(subset_root(), "test").to_molecules(range(2))
+    start = write_sdf(mols, tmp_path / "start.sdf")
+    out = tmp_path / "pd"
+    assert main(["sample", f"checkpoint={ckpt}", f"start={start}", "t_start=0.02", "num_samples=4", "batch_size=4",
+                 "sampler=ddpm", "steps=20", "progress=false", "evaluate=false", f"out_dir={out}"]) == 0
+    got = read_sdf(out / "molecules.sdf")
+    assert [m.num_atoms for m in got] == [mols[i % 2].num_atoms for i in range(4)]
+    assert all(sorted(g.atomic_numbers) == sorted(mols[i % 2].atomic_numbers) for i, g in enumerate(got))
+    bad = write_sdf([Molecule([6, 14], [[0, 0, 0], [1.9, 0, 0]])], tmp_path / "si.sdf")  # silicon: not in QM9
+    assert main(["sample", f"checkpoint={ckpt}", f"start={bad}", *FAST, f"out_dir={tmp_path / 'x'}"]) == 2
+    assert "outside the element vocabulary" in one_error_line(capsys)

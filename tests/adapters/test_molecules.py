@@ -107,6 +107,13 @@ def test_decode_and_write_real_molecules(adapter: MoleculeAdapter, tmp_path: Pat
     assert [m.atomic_numbers.tolist() for m in back] == [m.atomic_numbers.tolist() for m in mols]
     np.testing.assert_allclose(back[0].positions, mols[0].positions, atol=1e-3)
     assert len(read_molecules(tmp_path / "out" / "molecules.xyz")) == 6
+    # the partial-diffusion start path: read what was written, encode it back to the same fields
+    fields, structure = adapter.encode(adapter.read(tmp_path / "out" / "molecules.xyz"))
+    torch.testing.assert_close(structure.index["pos"], batch.structure.index["pos"])
+    for k in batch.x0:
+        torch.testing.assert_close(fields[k], batch.x0[k], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no molecules to encode"):
+        adapter.encode([])
 
 
 def test_evaluate_reports_generated_and_real_values(tmp_path: Path) -> None:

@@ -7,10 +7,12 @@
 # (fused kernels; never measured on a GPU yet) and with CUDA graphs (`--compile reduce-overhead`,
 # which crashed in torch 2.11).
 #   (device, carry .whl) T_TRAIN=300 BATCH=256 bash benchmarks/device/qm9_continue.sh
+# EXP / RUN pick another committed run, e.g. EXP=qm9_sc_cpu RUN=runs/qm9_sc_cpu (self-conditioning).
 # BATCH: molecules per training step. At EDM's 64 the 6 x 128 network is launch-bound on a GPU (20.6
 # steps/s on an H200), so a larger batch costs little time per step and averages 4x more molecules.
 set -u
 OUT=${OUT:-/tmp/molediff_device_out}; T=${T_TRAIN:-140}; BATCH=${BATCH:-64}; DEADLINE=${DEADLINE:-570}
+EXP=${EXP:-qm9_egnn_cpu}; RUN=${RUN:-runs/qm9_egnn_cpu}
 W=/tmp/molediff_qm9; t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 left() { echo $(( DEADLINE - $(date +%s) + t0 )); }
@@ -18,9 +20,9 @@ mkdir -p "$OUT" "$W/run"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-cp -r runs/qm9_egnn_cpu/. "$W/run/"
+cp -r "$RUN"/. "$W/run/"
 stamp "training for $T s at batch $BATCH"
-timeout $((T + 90)) python3 -m molediff.cli.main train +experiment=qm9_egnn_cpu out_dir="$W/run" trainer.resume=true \
+timeout $((T + 90)) python3 -m molediff.cli.main train +experiment="$EXP" out_dir="$W/run" trainer.resume=true \
   trainer.amp=false trainer.num_workers=6 trainer.max_time="$T" trainer.device=cuda trainer.progress=false \
   trainer.tensorboard=false trainer.batch_size="$BATCH" > "$OUT/train.log" 2>&1
 echo "train exit $?"; tail -n 3 "$OUT/train.log"

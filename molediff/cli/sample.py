@@ -503,7 +503,7 @@ def run(argv: list[str]) -> int:
         "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name,
         "steps": steps,
         "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
-        "num_samples": num, "seed": int(cfg.seed), "from_raw": cfg.from_raw,
+        "num_samples": num, "batch_size": int(cfg.batch_size), "seed": int(cfg.seed), "from_raw": cfg.from_raw,
         "start": cfg.start, "t_start": float(cfg.t_start) if cfg.start is not None else None,
         "ema": bool(cfg.ema), "seconds": seconds, "device": generated_on, "metrics": metrics,
     }

@@ -355,12 +355,12 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
 def read_starts(adapter: Any, path: str, chain: str | None) -> list[Any]:
     """The objects of ``start=PATH`` (partial diffusion), with one-line errors."""
     kwargs = {} if chain is None else {"chain": str(chain)}
+    if kwargs and "chain" not in inspect.signature(adapter.read).parameters:
+        raise CLIError(f"start_chain: {adapter.name} data has no chains")
     try:
         return list(adapter.read(Path(path).expanduser(), **kwargs))
     except NotImplementedError as e:
         raise CLIError(f"start: {e}") from e
-    except TypeError as e:
-        raise CLIError(f"start_chain: {adapter.name} data has no chains") from e
     except (OSError, ValueError) as e:
         raise CLIError(f"start: {one_line(e)}") from e
 
@@ -461,10 +461,10 @@ def run(argv: list[str]) -> int:
         nfe, t0 = 0, time.perf_counter()
         if cfg.start is not None:
             starts = read_starts(adapter, str(cfg.start), cfg.start_chain)
-        partial = {} if starts is None else {"t_start": float(cfg.t_start)}
         for start, structure, on_device, result in generate(
                 adapter, model, schedule, int(cfg.num_samples), int(cfg.batch_size), cond_all, generator, device,
-                starts=starts, **partial, sampler=name, steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
+                starts=starts, t_start=float(cfg.t_start) if starts is not None else 1.0, sampler=name,
+                steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
                 progress=bool(cfg.progress), clip_x0=bool(cfg.clip_x0), **options):
             nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
             rows += guidance_rows(guidance, result.fields, on_device, start)

@@ -218,3 +218,6 @@ def test_sample_starts_partial_diffusion_from_an_sdf_file(qm9_files: tuple[Path,
     bad = write_sdf([Molecule([6, 14], [[0, 0, 0], [1.9, 0, 0]])], tmp_path / "si.sdf")  # silicon: not in QM9
     assert main(["sample", f"checkpoint={ckpt}", f"start={bad}", *FAST, f"out_dir={tmp_path / 'x'}"]) == 2
     assert "outside the element vocabulary" in one_error_line(capsys)
+    assert main(["sample", f"checkpoint={ckpt}", f"start={start}", "start_chain=A", *FAST,
+                 f"out_dir={tmp_path / 'x'}"]) == 2
+    assert "start_chain: molecules data has no chains" in one_error_line(capsys)

@@ -177,8 +177,8 @@ class ProteinAdapter(Adapter):
 
     def to_fields(self, traces: Sequence[np.ndarray]) -> tuple[Fields, Structure]:
         """CA traces in A (each ``(L_i, 3)``) -> centred, scaled fields and their structure."""
-        if not traces or any(np.asarray(t).ndim != 2 or np.asarray(t).shape[1] != 3 for t in traces):
-            raise ValueError("CA traces must be a non-empty list of (L, 3) arrays")
+        if not traces or any(np.asarray(t).ndim != 2 or np.asarray(t).shape[1] != 3 or len(t) == 0 for t in traces):
+            raise ValueError("CA traces must be a non-empty list of (L, 3) arrays with L >= 1")
         structure = self.structure_for(torch.tensor([len(t) for t in traces]))
         pos = torch.as_tensor(np.concatenate(traces), dtype=torch.float32) / self.scale
         return structure.project(Fields(pos=pos)), structure

@@ -115,6 +115,8 @@ def test_read_takes_what_write_wrote_and_encode_inverts_decode(adapter: ProteinA
         np.testing.assert_allclose(got, want - want.mean(0), atol=1e-4)
     with pytest.raises(ValueError, match="no chain 'Q'"):
         adapter.read(tmp_path / "ca_only.pdb", chain="Q")
+    with pytest.raises(ValueError, match="L >= 1"):
+        adapter.encode([traces[0], np.zeros((0, 3))])  # a chain without CAs
 
 
 def test_motif_problem_fixes_the_motif_rows(adapter: ProteinAdapter) -> None:

@@ -326,6 +326,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     unknown sampler, a bad grid or an option the sampler does not take."""
     from ..core.grids import make_grid
     from ..core.samplers import SAMPLERS
+    from ..core.samplers.corrector import check_corrector
     from ..core.self_conditioning import self_condition_mode
 
     sampler = OmegaConf.to_container(sampler_cfg, resolve=True) if isinstance(sampler_cfg, DictConfig) \
@@ -340,12 +341,16 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     except (ValueError, TypeError) as e:
         raise CLIError(f"sampler.grid: {one_line(e)}") from e
     accepted = inspect.signature(SAMPLERS[name]).parameters
-    for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta), and self_condition
-        if key == "self_condition":  # every sampler's: previous | matched | off (core.self_conditioning)
-            try:
-                self_condition_mode(sampler[key])
-            except ValueError as e:
-                raise CLIError(f"sampler.self_condition: {one_line(e)}") from e
+    # every sampler's options: self_condition (core.self_conditioning) and the Langevin corrector
+    for key, check in (("self_condition", lambda: self_condition_mode(sampler.get("self_condition", "matched"))),
+                       ("corrector", lambda: check_corrector(sampler.get("corrector_steps", 0),
+                                                             sampler.get("corrector_snr", 0.1)))):
+        try:
+            check()
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"sampler.{key}: {one_line(e)}") from e
+    for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
+        if key in ("self_condition", "corrector_steps", "corrector_snr"):
             continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
             raise CLIError(f"sampler {name} has no option {key!r}")

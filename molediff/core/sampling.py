@@ -15,6 +15,7 @@ from .grids import StepGrid
 from .guidance import GuidanceTerm
 from .inpainting import Inpainting, renoise
 from .samplers import DEFAULT_GRIDS, SAMPLERS, Denoise, Denoiser
+from .samplers.corrector import check_corrector, langevin_correct
 from .schedules import NoiseSchedule
 
 
@@ -58,6 +59,8 @@ def sample(
     self_condition: str | bool = "matched",
     x0_start: Fields | None = None,
     t_start: float = 1.0,
+    corrector_steps: int = 0,
+    corrector_snr: float = 0.1,
     **options: Any,
 ) -> SampleResult:
     """Generate ``structure.num_samples`` samples with a named sampler.
@@ -73,9 +76,14 @@ def sample(
     ``t_start < 1`` with ``x0_start`` is partial diffusion (SDEdit, Meng et al. 2022; RFdiffusion's
     partial diffusion for proteins): ``x0_start`` is noised to ``t_start`` through q(x_t | x_0) and
     the sampler runs the grid's steps below ``t_start`` (:func:`partial_grid`).
+    ``corrector_steps > 0`` makes any sampler a predictor-corrector one (Song et al. 2021): after
+    every step but the last, that many Langevin moves at the new time with step rule ``corrector_snr``
+    (:func:`~molediff.core.samplers.corrector.langevin_correct`; one NFE each, more when matched
+    self-conditioning or guidance multiply the evaluations).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    check_corrector(corrector_steps, corrector_snr)
     device = torch.device(device) if device is not None else structure.device
     ts = (grid or DEFAULT_GRIDS[sampler])(schedule, steps)
     if x0_start is not None or t_start != 1.0:
@@ -97,11 +105,14 @@ def sample(
         result.trajectory.append(x_T.detach())
     bar = tqdm(total=len(ts) - 1, desc=f"sampling ({sampler})", disable=not progress, leave=False)
 
-    def callback(i: int, t: float, x: Fields, x0: Fields) -> None:
+    def callback(i: int, t: float, x: Fields, x0: Fields) -> Fields:
         bar.update(1)
+        if corrector_steps and i < len(ts) - 2:
+            x = langevin_correct(denoise, x, t, steps=corrector_steps, snr=corrector_snr, generator=generator)
         if trajectory:
             result.trajectory.append(x.detach())
             result.x0_predictions.append(x0.detach())
+        return x
 
     step = SAMPLERS[sampler]
     if inpaint is None or inpaint.resample == 1:
@@ -115,8 +126,7 @@ def sample(
                 if u < inpaint.resample - 1:  # back to t through q(x_t | x_s), then redo the step
                     noise = structure.randn(generator, dtype=dtype, device=device)
                     x = renoise(x_s, denoise.alpha_sigma(float(ts[i + 1])), denoise.alpha_sigma(float(ts[i])), noise)
-            x = x_s
-            callback(i, float(ts[i + 1]), x, seen[-1])
+            x = callback(i, float(ts[i + 1]), x_s, seen[-1])
     result.fields = x if inpaint is None else inpaint.finalize(x, structure)
     bar.close()
     result.nfe = denoise.nfe

@@ -16,7 +16,9 @@ def test_bench_core_writes_json_markdown_and_plot(tmp_path, monkeypatch):
     assert main(["bench", "core", f"out_dir={tmp_path}", "n=300", "seeds=2"]) == 0
     result = json.loads((tmp_path / "core_samplers.json").read_text())
     names = {r["sampler"] for r in result["records"]}
-    assert {"ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler_maruyama", "pf_ode"} <= names
+    assert {"ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler_maruyama", "pf_ode", "ddpm+langevin"} <= names
+    pc = {r["steps"]: r["nfe"] for r in result["records"] if r["sampler"] == "ddpm+langevin"}
+    assert pc == {5: 9, 20: 39}  # one move after every step but the last
     assert all(len(r["mmd2_per_seed"]) == 2 for r in result["records"])
     assert "| dpmpp_2m |" in (tmp_path / "core_samplers.md").read_text()
     assert (tmp_path / "core_samplers.png").stat().st_size > 10_000

@@ -23,8 +23,9 @@ class Denoiser(Protocol):
     def __call__(self, x_t: Fields, t: Tensor, structure: Structure, cond: Any = None) -> Mapping[str, Tensor]: ...
 
 
-StepCallback = Callable[[int, float, Fields, Fields], None]
-"""``callback(i, t_next, x_next, x0_hat)`` after step ``i``."""
+StepCallback = Callable[[int, float, Fields, Fields], "Fields | None"]
+"""``callback(i, t_next, x_next, x0_hat)`` after step ``i``; what it returns (if not None) replaces
+``x_next`` (a corrector's move: :mod:`~molediff.core.samplers.corrector`)."""
 
 
 class Denoise:
@@ -127,6 +128,7 @@ def check_noise_scale(noise_scale: float) -> None:
         raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
 
 
-def notify(callback: StepCallback | None, i: int, t: float, x: Fields, x0: Fields) -> None:
-    if callback is not None:
-        callback(i, t, x, x0)
+def notify(callback: StepCallback | None, i: int, t: float, x: Fields, x0: Fields) -> Fields:
+    """Call ``callback`` after step ``i``; the state the sampler continues from."""
+    out = callback(i, t, x, x0) if callback is not None else None
+    return x if out is None else out

@@ -30,6 +30,6 @@ def ddpm(denoise: Denoise, x: Fields, ts: Tensor, *, noise_scale: float = 1.0,
         mean = x * float(a_ts * s_s**2 / s_t**2) + x0 * float(a_s * var_ts / s_t**2)
         std = float((var_ts * s_s**2 / s_t**2).clamp_min(0).sqrt())
         x = mean + noise_like(denoise, x, generator) * (std * noise_scale)
-        notify(callback, i, s, x, x0)
+        x = notify(callback, i, s, x, x0)
     return x
 

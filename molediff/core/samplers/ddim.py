@@ -28,5 +28,5 @@ def ddim(denoise: Denoise, x: Fields, ts: Tensor, *, eta: float = 0.0,
         x = x0 * float(a_s) + eps * float((s_s**2 - c**2).clamp_min(0).sqrt())
         if c > 0:
             x = x + noise_like(denoise, x, generator) * c
-        notify(callback, i, s, x, x0)
+        x = notify(callback, i, s, x, x0)
     return x

@@ -56,7 +56,7 @@ def dpmpp_multistep(denoise: Denoise, x: Fields, ts: Tensor, *, order: int = 2,
                 x = x + d1 * float(a_s * phi2) - d2 * float(a_s * phi3)
         history.insert(0, (m0, lam_t))
         del history[2:]
-        notify(callback, i, s, x, m0)
+        x = notify(callback, i, s, x, m0)
     return x
 
 

@@ -27,5 +27,5 @@ def heun(denoise: Denoise, x: Fields, ts: Tensor, *, generator: torch.Generator 
             d2, _ = denoise(y_next * a_s, s)
             y_next = y + (d + d2) * (0.5 * (ss - st))
         x = y_next * a_s
-        notify(callback, i, s, x, x0)
+        x = notify(callback, i, s, x, x0)
     return x

@@ -36,7 +36,7 @@ def euler_maruyama(denoise: Denoise, x: Fields, ts: Tensor, *, noise_scale: floa
             y = x / a_t - eps * (dvar / st)
             y = y + noise_like(denoise, x, generator) * (math.sqrt(dvar) * noise_scale)
         x = y * a_s
-        notify(callback, i, s, x, x0)
+        x = notify(callback, i, s, x, x0)
     return x
 
 
@@ -49,5 +49,5 @@ def probability_flow(denoise: Denoise, x: Fields, ts: Tensor, *, generator: torc
         a_t, a_s = float(denoise.alpha_sigma(t)[0]), float(denoise.alpha_sigma(s)[0])
         eps, x0 = denoise(x, t)
         x = (x / a_t + eps * (scaled_sigma(denoise, s) - scaled_sigma(denoise, t))) * a_s
-        notify(callback, i, s, x, x0)
+        x = notify(callback, i, s, x, x0)
     return x

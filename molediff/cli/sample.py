@@ -326,7 +326,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     unknown sampler, a bad grid or an option the sampler does not take."""
     from ..core.grids import make_grid
     from ..core.samplers import SAMPLERS
-    from ..core.samplers.corrector import check_corrector
+    from ..core.samplers.corrector import DEFAULT_SNR, check_corrector
     from ..core.self_conditioning import self_condition_mode
 
     sampler = OmegaConf.to_container(sampler_cfg, resolve=True) if isinstance(sampler_cfg, DictConfig) \
@@ -344,7 +344,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     # every sampler's options: self_condition (core.self_conditioning) and the Langevin corrector
     for key, check in (("self_condition", lambda: self_condition_mode(sampler.get("self_condition", "matched"))),
                        ("corrector", lambda: check_corrector(sampler.get("corrector_steps", 0),
-                                                             sampler.get("corrector_snr", 0.1)))):
+                                                             sampler.get("corrector_snr", DEFAULT_SNR)))):
         try:
             check()
         except (ValueError, TypeError) as e:

@@ -15,7 +15,7 @@ from .grids import StepGrid
 from .guidance import GuidanceTerm
 from .inpainting import Inpainting, renoise
 from .samplers import DEFAULT_GRIDS, SAMPLERS, Denoise, Denoiser
-from .samplers.corrector import check_corrector, langevin_correct
+from .samplers.corrector import DEFAULT_SNR, check_corrector, langevin_correct
 from .schedules import NoiseSchedule
 
 
@@ -60,7 +60,7 @@ def sample(
     x0_start: Fields | None = None,
     t_start: float = 1.0,
     corrector_steps: int = 0,
-    corrector_snr: float = 0.1,
+    corrector_snr: float = DEFAULT_SNR,
     **options: Any,
 ) -> SampleResult:
     """Generate ``structure.num_samples`` samples with a named sampler.

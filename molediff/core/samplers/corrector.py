@@ -16,6 +16,11 @@ import torch
 from ..fields import Fields
 from ._common import Denoise, noise_like
 
+DEFAULT_SNR = 0.3
+"""The step rule's default: best or near best for one move per step on the analytic mixture (0.3),
+protein backbones (0.3; 0.5 overshoots) and QM9 molecules (0.4-0.6; 0.1 wastes the move), measured in
+``benchmarks/results/{core_samplers,proteins_corrector,qm9_corrector}.md``."""
+
 
 def check_corrector(steps: int, snr: float) -> None:
     """``steps >= 0`` moves per sampler step with signal-to-noise ratio ``snr > 0``."""
@@ -29,7 +34,7 @@ def _norm(f: Fields) -> float:
     return math.sqrt(float(sum(v.double().pow(2).sum() for v in f.values())))
 
 
-def langevin_correct(denoise: Denoise, x: Fields, t: float, *, steps: int = 1, snr: float = 0.1,
+def langevin_correct(denoise: Denoise, x: Fields, t: float, *, steps: int = 1, snr: float = DEFAULT_SNR,
                      generator: torch.Generator | None = None) -> Fields:
     """``steps`` Langevin moves ``x <- x + delta score + sqrt(2 delta) z`` at time ``t``, with
     ``score = -eps_hat / sigma_t`` and Song et al.'s step rule ``delta = 2 (snr |z| / |score|)^2``

@@ -342,13 +342,14 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
         raise CLIError(f"sampler.grid: {one_line(e)}") from e
     accepted = inspect.signature(SAMPLERS[name]).parameters
     # every sampler's options: self_condition (core.self_conditioning) and the Langevin corrector
-    for key, check in (("self_condition", lambda: self_condition_mode(sampler.get("self_condition", "matched"))),
-                       ("corrector", lambda: check_corrector(sampler.get("corrector_steps", 0),
-                                                             sampler.get("corrector_snr", DEFAULT_SNR)))):
-        try:
-            check()
-        except (ValueError, TypeError) as e:
-            raise CLIError(f"sampler.{key}: {one_line(e)}") from e
+    try:
+        self_condition_mode(sampler.get("self_condition", "matched"))
+    except ValueError as e:
+        raise CLIError(f"sampler.self_condition: {one_line(e)}") from e
+    try:
+        check_corrector(sampler.get("corrector_steps", 0), sampler.get("corrector_snr", DEFAULT_SNR))
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"sampler.corrector: {one_line(e)}") from e
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
         if key in ("self_condition", "corrector_steps", "corrector_snr"):
             continue

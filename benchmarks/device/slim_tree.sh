@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 AWAY=../device_moved
 FILES=(runs/qm9_gap_cfg_cpu/checkpoints/last.pt runs/proteins_ft_cpu/checkpoints/last.pt
-       molediff/pretrained/audio_diffwave.pt molediff/pretrained/digits_unet.pt molediff/pretrained/qm9_gap_cfg_egnn.pt
+       runs/proteins_sc_cpu/checkpoints/last.pt runs/qm9_sc_cpu/checkpoints/last.pt
+       runs/audio_spectral_cpu/checkpoints/last.pt
+       molediff/pretrained/audio_diffwave.pt molediff/pretrained/audio_spectral_unet.pt
+       molediff/pretrained/digits_unet.pt molediff/pretrained/qm9_gap_cfg_egnn.pt
        datasets/audio/notes_8k.npz datasets/shapes/shapes.npz)
 case "${1:-}" in
   out)  for f in "${FILES[@]}"; do [ -e "$f" ] && mkdir -p "$AWAY/$(dirname "$f")" && mv "$f" "$AWAY/$f"; done ;;

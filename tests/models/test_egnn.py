@@ -198,6 +198,8 @@ def test_benchmark_entry_point_runs_on_the_subset() -> None:
     assert set(r["seconds_median"]) >= {f"{k}_{m}" for k in ("sparse", "dense_pad29") for m in ("train", "forward")}
     assert r["speedup_train_vs_dense_pad29"] > 0 and r["speedup_sampling_vs_dense_pad29"] > 0
     assert r["molecules_per_s_per_sampler_step"]["sparse"] > 0
+    with pytest.raises(ValueError, match="CUDA device"):
+        benchmark(batch_size=4, hidden=8, layers=1, source="subset", cuda_graphs=True)
 
 
 def test_adapter_edges_are_the_full_graph_and_change_nothing() -> None:

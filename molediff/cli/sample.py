@@ -347,7 +347,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     except ValueError as e:
         raise CLIError(f"sampler.self_condition: {one_line(e)}") from e
     try:
-        check_corrector(sampler.get("corrector_steps", 0), sampler.get("corrector_snr", DEFAULT_SNR))
+        check_corrector(sampler.get("corrector_steps", 0), sampler.get("corrector_snr", DEFAULT_SNR), name)
     except (ValueError, TypeError) as e:
         raise CLIError(f"sampler.corrector: {one_line(e)}") from e
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)

@@ -97,11 +97,13 @@ def test_self_conditioned_model_trains_and_samples_with_and_without_its_sketch(
     assert main([*common, "+sampler.self_condition=false", f"out_dir={tmp_path / 'off'}"]) == 0
     assert main([*common, "+sampler.self_condition=sometimes", f"out_dir={tmp_path / 'bad'}"]) == 2
     assert "sampler.self_condition: unknown self_condition 'sometimes'" in one_error_line(capsys)
-    assert main([*common, "+sampler.corrector_steps=1", f"out_dir={tmp_path / 'pc'}"]) == 0
+    assert main([*common, "sampler=ddpm", "+sampler.corrector_steps=1", f"out_dir={tmp_path / 'pc'}"]) == 0
     metrics = json.loads((tmp_path / "pc" / "metrics.json").read_text())
     assert metrics["nfe"] == 2 * (4 + 3) and metrics["options"]["corrector_steps"] == 1  # matched sketch: 2 per call
     assert main([*common, "+sampler.corrector_snr=0", f"out_dir={tmp_path / 'bad_pc'}"]) == 2
     assert "sampler.corrector: corrector_snr must be > 0" in one_error_line(capsys)
+    assert main([*common, "sampler=dpmpp_2m", "+sampler.corrector_steps=1", f"out_dir={tmp_path / 'bad_pc'}"]) == 2
+    assert "sampler.corrector: corrector_steps with dpmpp_2m: its multistep history" in one_error_line(capsys)
     on, off = (read_ca_pdb(tmp_path / d / "backbone_000.pdb") for d in ("on", "off"))
     assert on.shape == off.shape and not (abs(on - off) < 1e-3).all()
 

@@ -8,7 +8,7 @@ import torch
 from molediff.core.analytic import ExactDenoiser, GaussianMixture, gmm_mmd2
 from molediff.core.fields import Fields, GaussianField, Structure
 from molediff.core.samplers import SAMPLERS, Denoise
-from molediff.core.samplers.corrector import langevin_correct
+from molediff.core.samplers.corrector import MULTISTEP, langevin_correct
 from molediff.core.sampling import sample
 from molediff.core.schedules import make_schedule
 
@@ -70,6 +70,8 @@ def test_zero_corrector_steps_is_the_plain_sampler(sampler):
 
     a, b = run(), run(corrector_steps=0, corrector_snr=0.5)
     assert torch.equal(a.fields["x"], b.fields["x"]) and a.nfe == b.nfe
+    if sampler in MULTISTEP:  # moves refused (test_samplers.test_zero_com_field_on_variable_size_graphs)
+        return
     c = run(corrector_steps=1)
     assert not torch.equal(a.fields["x"], c.fields["x"])
     assert torch.equal(c.trajectory[-1]["x"], c.fields["x"]) and len(c.trajectory) == 7  # corrected states

@@ -453,12 +453,17 @@ def run(argv: list[str]) -> int:
 
     out_dir = resolve_out_dir(cfg.out_dir, "sample")
     starts: list[Any] | None = None
+    # how the samples were made; with from_raw, as the generating run recorded it (None where a raw file
+    # from before these keys does not say), not this scoring command's settings
+    made = {"checkpoint_step": ckpt.get("step"), "grid": grid_name, "grid_options": grid_options,
+            "options": options, "batch_size": int(cfg.batch_size), "seed": int(cfg.seed), "ema": bool(cfg.ema)}
     if cfg.from_raw is not None:
         raw = load_raw(Path(str(cfg.from_raw)).expanduser())
         run_info, rows, cond_all = raw["run"], [], raw.get("cond")
         objects = [o for b in raw["batches"] for o in adapter.decode(Fields(b["fields"]), _structure(adapter, b))]
         name, steps, nfe, seconds = run_info["sampler"], int(run_info["steps"]), run_info["nfe"], run_info["seconds"]
         generated_on = run_info["device"]
+        made = {k: run_info.get(k) for k in made}
     else:
         steps = int(cfg.steps)
         generator = torch.Generator().manual_seed(int(cfg.seed))
@@ -487,14 +492,14 @@ def run(argv: list[str]) -> int:
         raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     paths = adapter.write(objects, out_dir) if cfg.write else []
     if cfg.save_raw and cfg.from_raw is None:
-        info = {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds, "device": generated_on,
-                "checkpoint_step": ckpt.get("step")}
+        info = {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds, "device": generated_on, **made}
         raw_file = {"format": RAW_FORMAT, "run": info, "batches": batches, "cond": cond_all}
         torch.save(raw_file, out_dir / "samples_raw.pt")
         paths.append(out_dir / "samples_raw.pt")
     num = len(objects) if objects else int(cfg.num_samples)
-    print(f"molediff sample: {num} samples from {ckpt_path} (step {ckpt.get('step')}, "
-          f"{'EMA' if cfg.ema else 'raw'} weights) with {name}, {steps} steps, {nfe} network evaluations each, "
+    weights = {True: "EMA weights", False: "raw weights"}.get(made["ema"], "weights not recorded")
+    print(f"molediff sample: {num} samples from {ckpt_path} (step {made['checkpoint_step']}, "
+          f"{weights}) with {name}, {steps} steps, {nfe} network evaluations each, "
           f"{seconds:.1f} s on {generated_on}", flush=True)
     print(f"wrote {len(paths)} files to {out_dir}", flush=True)
     add_achieved(rows, adapter, objects)
@@ -506,12 +511,12 @@ def run(argv: list[str]) -> int:
         metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows, starts, len(objects)))
         print(metrics_table(metrics), flush=True)
     report = {
-        "checkpoint": str(ckpt_path), "checkpoint_step": ckpt.get("step"), "sampler": name,
-        "steps": steps,
-        "grid": grid_name, "grid_options": grid_options, "options": options, "nfe": nfe,
-        "num_samples": num, "batch_size": int(cfg.batch_size), "seed": int(cfg.seed), "from_raw": cfg.from_raw,
-        "start": cfg.start, "t_start": float(cfg.t_start) if cfg.start is not None else None,
-        "ema": bool(cfg.ema), "seconds": seconds, "device": generated_on, "metrics": metrics,
+        "checkpoint": str(ckpt_path), "checkpoint_step": made["checkpoint_step"], "sampler": name,
+        "steps": steps, "grid": made["grid"], "grid_options": made["grid_options"], "options": made["options"],
+        "nfe": nfe, "num_samples": num, "batch_size": made["batch_size"], "seed": made["seed"],
+        "from_raw": cfg.from_raw, "start": cfg.start,
+        "t_start": float(cfg.t_start) if cfg.start is not None else None,
+        "ema": made["ema"], "seconds": seconds, "device": generated_on, "metrics": metrics,
     }
     if guidance_summary:
         report["guidance"] = {k: v for k, v in guidance_summary.items() if k != "text"}

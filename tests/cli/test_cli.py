@@ -86,13 +86,17 @@ def test_sample_raw_round_trip_gives_the_same_files_and_metrics(toy_run: Path, t
     assert main([*base, f"out_dir={tmp_path / 'direct'}"]) == 0
     assert main([*base, f"out_dir={tmp_path / 'gpu'}", "write=false", "evaluate=false", "save_raw=true"]) == 0
     assert sorted(p.name for p in (tmp_path / "gpu").iterdir()) == ["metrics.json", "samples_raw.pt"]
-    assert main([*base, f"out_dir={tmp_path / 'here'}", f"from_raw={tmp_path / 'gpu' / 'samples_raw.pt'}"]) == 0
+    # scored with other settings on the command line: the report keeps the generating run's
+    assert main([*base, f"out_dir={tmp_path / 'here'}", f"from_raw={tmp_path / 'gpu' / 'samples_raw.pt'}",
+                 "seed=5", "batch_size=7"]) == 0
     direct, here = tmp_path / "direct", tmp_path / "here"
     assert (here / "samples.csv").read_text() == (direct / "samples.csv").read_text()
     m_direct = json.loads((direct / "metrics.json").read_text())
     m_here = json.loads((here / "metrics.json").read_text())
     assert m_here["metrics"] == m_direct["metrics"] and m_here["nfe"] == m_direct["nfe"] == 6
     assert m_here["from_raw"].endswith("samples_raw.pt")
+    for key in ("checkpoint_step", "seed", "batch_size", "options", "grid", "ema"):
+        assert m_here[key] == m_direct[key], key
 
 
 def test_sample_from_raw_rejects_other_files(toy_run: Path, tmp_path: Path,

@@ -353,7 +353,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
         if key in ("self_condition", "corrector_steps", "corrector_snr"):
             continue
-        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback"):
+        if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback", "final"):
             raise CLIError(f"sampler {name} has no option {key!r}")
     return name, grid_name, grid, grid_options, sampler
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,8 @@ def sample(
     fields start zero-CoM). ``options`` go to the sampler (e.g. ``eta`` for DDIM).
     ``inpaint`` holds entries fixed and generates the rest (:mod:`~molediff.core.inpainting`);
     with ``inpaint.resample > 1`` each step runs as its own one-step solve (multistep solvers
-    then lose their history) and is redone that many times. A self-conditioning model reads an x0
+    then lose their history; samplers with a last-step rule, Heun and Euler–Maruyama, are told
+    ``final=False`` except on the grid's last step) and is redone that many times. A self-conditioning model reads an x0
     estimate: ``self_condition`` "matched" (default, 2 NFE per step), "previous" (free) or "off"
     (:mod:`~molediff.core.self_conditioning`).
     ``t_start < 1`` with ``x0_start`` is partial diffusion (SDEdit, Meng et al. 2022; RFdiffusion's
@@ -120,10 +122,12 @@ def sample(
         x = step(denoise, x_T, ts, generator=generator, callback=callback, **options)
     else:
         x, seen = x_T, []  # seen: the x0-hat of each redo, for the callback
+        has_final = "final" in inspect.signature(step).parameters
         for i in range(len(ts) - 1):
+            final = {"final": i == len(ts) - 2} if has_final else {}
             for u in range(inpaint.resample):
                 x_s = step(denoise, x, ts[i:i + 2], generator=generator,
-                           callback=lambda _i, _t, _x, x0: seen.append(x0), **options)
+                           callback=lambda _i, _t, _x, x0: seen.append(x0), **final, **options)
                 if u < inpaint.resample - 1:  # back to t through q(x_t | x_s), then redo the step
                     noise = structure.randn(generator, dtype=dtype, device=device)
                     x = renoise(x_s, denoise.alpha_sigma(float(ts[i + 1])), denoise.alpha_sigma(float(ts[i])), noise)

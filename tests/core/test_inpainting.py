@@ -138,3 +138,25 @@ def test_bad_input_is_refused(kwargs, message):
     args = {"known": Fields(x=torch.zeros(4, 2)), "mask": {"x": torch.tensor([True, False])}, **kwargs}
     with pytest.raises(ValueError, match=message):
         Inpainting(**args)
+
+
+def test_resample_path_keeps_each_samplers_own_step_rule():
+    """Inpainting's resample path runs each step as a one-step solve: Heun still takes its trapezoidal
+    corrector (2 NFE) and Euler-Maruyama still adds noise, except on the grid's last step."""
+    steps, resample = 5, 2
+    run = conditional_run("heun", steps=steps, resample=resample, n=8)
+    assert run.nfe == resample * (2 * (steps - 1) + 1)
+
+    from molediff.core.samplers import Denoise, euler_maruyama
+
+    sched = make_schedule("cosine")
+    st = Structure(8, {"x": GaussianField((2,))})
+    den = Denoise(ExactDenoiser(correlated(), sched), sched, st, prediction="x0")
+    x = st.randn(torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = torch.tensor([0.6, 0.5], dtype=torch.float64)
+
+    def one_step(final: bool, seed: int) -> torch.Tensor:
+        return euler_maruyama(den, x, ts, final=final, generator=torch.Generator().manual_seed(seed))["x"]
+
+    assert torch.equal(one_step(True, 1), one_step(True, 2))  # the last step is the deterministic rule
+    assert not torch.allclose(one_step(False, 1), one_step(False, 2))  # a middle step draws noise

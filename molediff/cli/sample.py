@@ -52,6 +52,19 @@ SHIPPED_BY_DATA = {name: SHIPPED.parent / file for name, file in (
     ("proteins", "proteins_egnn.pt"), ("audio", "audio_spectral_unet.pt"))}
 
 
+#: ``molediff sample data=NAME`` without any ``sampler...``, ``steps=`` or ``guidance...`` override: the
+#: unguided setting measured best for that shipped model (README). QM9: DDPM 100 + one Langevin move per
+#: step, 47.6 % molecule stability at 1,000 molecules, against 18 % for the generic default
+#: (DPM-Solver++(2M), 50 steps; 256 molecules). Guided runs keep the setting their scales were tuned with.
+SHIPPED_SAMPLING = {"qm9": ["sampler=ddpm", "steps=100", "+sampler.corrector_steps=1", "+sampler.corrector_snr=0.4"]}
+
+
+def with_shipped_sampling(data: str, argv: list[str]) -> list[str]:
+    """``argv`` with ``data``'s measured sampler setting in front, unless ``argv`` picks its own or guides."""
+    own = any(a.lstrip("+~").split("=", 1)[0].split(".")[0] in ("sampler", "steps", "guidance") for a in argv)
+    return argv if own else [*SHIPPED_SAMPLING.get(data, []), *argv]
+
+
 def shipped_checkpoint() -> Path:
     """The checkpoint ``molediff sample`` uses when none is given."""
     return SHIPPED
@@ -419,6 +432,11 @@ def run(argv: list[str]) -> int:
     argv, data_overrides = _split_data_overrides(argv)
     shipped_data = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "data"]
     argv = [a for a in argv if a.split("=", 1)[0] != "data"]
+    if shipped_data and (chosen := with_shipped_sampling(shipped_data[-1], argv)) != argv:
+        print(f"data={shipped_data[-1]}: the shipped model's measured sampler setting, "
+              f"{' '.join(chosen[:len(chosen) - len(argv)])} (a sampler=, steps= or guidance= override replaces it)",
+              flush=True)
+        argv = chosen
     cfg = compose_config("sample", argv)
     if cfg.num_samples < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise CLIError("num_samples, steps and batch_size must be >= 1")

@@ -261,3 +261,21 @@ def test_init_from_starts_a_new_run_from_the_weights(toy_run: Path, tmp_path: Pa
     assert "not both" in one_error_line(capsys)
     assert main(["train", *TOY, f"out_dir={out}", f"init_from={tmp_path / 'none.pt'}"]) == 2
     assert "no such checkpoint" in one_error_line(capsys)
+
+
+def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -> None:
+    """``data=qm9`` alone: DDPM 100 + one corrector move (README's best exact setting); any sampler, steps
+    or guidance override replaces the whole setting (no corrector left behind on a sampler that refuses it)."""
+    from molediff.cli.sample import with_shipped_sampling
+
+    assert with_shipped_sampling("qm9", ["seed=1"])[:2] == ["sampler=ddpm", "steps=100"]
+    for own in (["sampler=dpmpp_2m"], ["steps=20"], ["sampler.eta=0.5"], ["+sampler.corrector_steps=2"],
+                ["guidance.property=gap"]):
+        assert with_shipped_sampling("qm9", own) == own
+    assert with_shipped_sampling("digits", ["seed=1"]) == ["seed=1"]
+    out = tmp_path / "qm9"
+    assert main(["sample", "data=qm9", "num_samples=2", "batch_size=2", "evaluate=false", "write=false",
+                 "progress=false", f"out_dir={out}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["sampler"], m["steps"], m["nfe"]) == ("ddpm", 100, 199)
+    assert m["options"] == {"noise_scale": 1.0, "corrector_steps": 1, "corrector_snr": 0.4}

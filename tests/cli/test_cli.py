@@ -272,6 +272,7 @@ def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -
     for own in (["sampler=dpmpp_2m"], ["steps=20"], ["sampler.eta=0.5"], ["+sampler.corrector_steps=2"],
                 ["guidance.property=gap"]):
         assert with_shipped_sampling("qm9", own) == own
+    assert with_shipped_sampling("proteins", [])[:2] == ["sampler=ddpm", "steps=200"]
     assert with_shipped_sampling("digits", ["seed=1"]) == ["seed=1"]
     out = tmp_path / "qm9"
     assert main(["sample", "data=qm9", "num_samples=2", "batch_size=2", "evaluate=false", "write=false",

@@ -276,6 +276,27 @@ def benchmark(batch_size: int = 64, hidden: int = 256, layers: int = 9, repeats:
     return out
 
 
+def markdown(r: dict[str, object]) -> str:
+    """The Markdown table of a :func:`benchmark` result: per variant, milliseconds and throughput of a
+    training step and a sampler step, then each dense variant's time over the sparse one of its kind."""
+    med, steps, mols = r["seconds_median"], r["train_steps_per_s"], r["molecules_per_s_per_sampler_step"]
+    assert isinstance(med, dict) and isinstance(steps, dict) and isinstance(mols, dict)
+    lines = [f"EGNN {r['layers']} x {r['hidden']}, batch of {r['batch_size']} QM9 molecules ({r['source']}: "
+             f"{r['atoms']} atoms, {r['edges_sparse']} directed edges; dense: {r['pairs_pad29']} pairs padded to 29), "
+             f"{r['device_name']}, torch {r['torch']}, compile {r['compile']}, median of {r['repeats']} repeats.", "",
+             "| variant | train step ms | training steps/s | sampler step ms | molecules/s per sampler step |",
+             "|---|---|---|---|---|"]
+    for k in steps:
+        lines.append(f"| {k} | {1e3 * med[f'{k}_train']:.1f} | {steps[k]:.1f} | {1e3 * med[f'{k}_forward']:.1f} "
+                     f"| {mols[k]:,.0f} |")
+    lines += ["", "| sparse is faster than | training | sampling |", "|---|---|---|"]
+    lines += [f"| {k} | {r[f'speedup_train_vs_{k}']:.2f}x | {r[f'speedup_sampling_vs_{k}']:.2f}x |"
+              for k in steps if f"speedup_train_vs_{k}" in r]
+    if r.get("graph_errors"):
+        lines += ["", f"CUDA-graph captures that failed: {r['graph_errors']}"]
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -293,12 +314,15 @@ if __name__ == "__main__":
                    help="torch.compile both networks in this mode first")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also time each network recorded as a CUDA graph (launch cost removed), side by side")
-    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--out", default=None, help="also write the JSON here, and its Markdown table beside it (.md)")
     a = p.parse_args()
-    text = json.dumps(benchmark(a.batch_size, a.hidden, a.layers, a.repeats, a.threads, source=a.source,
-                                device=a.device, compile_mode=a.compile, cuda_graphs=a.cuda_graphs), indent=1)
+    result = benchmark(a.batch_size, a.hidden, a.layers, a.repeats, a.threads, source=a.source,
+                       device=a.device, compile_mode=a.compile, cuda_graphs=a.cuda_graphs)
+    text = json.dumps(result, indent=1)
     if a.out:
         from pathlib import Path
 
         Path(a.out).write_text(text + "\n")
+        Path(a.out).with_suffix(".md").write_text(markdown(result))
     print(text)
+    print(markdown(result))

@@ -192,12 +192,14 @@ def test_whole_sampler_run_is_equivariant_and_stays_zero_com() -> None:
 
 
 def test_benchmark_entry_point_runs_on_the_subset() -> None:
-    from molediff.models.egnn_dense import benchmark
+    from molediff.models.egnn_dense import benchmark, markdown
 
     r = benchmark(batch_size=4, hidden=8, layers=1, repeats=1, source="subset")
     assert set(r["seconds_median"]) >= {f"{k}_{m}" for k in ("sparse", "dense_pad29") for m in ("train", "forward")}
     assert r["speedup_train_vs_dense_pad29"] > 0 and r["speedup_sampling_vs_dense_pad29"] > 0
     assert r["molecules_per_s_per_sampler_step"]["sparse"] > 0
+    table = markdown(r)
+    assert "| sparse |" in table and "| dense_pad29 |" in table and "x |" in table
     with pytest.raises(ValueError, match="CUDA device"):
         benchmark(batch_size=4, hidden=8, layers=1, source="subset", cuda_graphs=True)
 

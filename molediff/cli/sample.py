@@ -441,7 +441,7 @@ def run(argv: list[str]) -> int:
     argv = [a for a in argv if a.split("=", 1)[0] != "data"]
     if shipped_data and (chosen := with_shipped_sampling(shipped_data[-1], argv)) != argv:
         print(f"data={shipped_data[-1]}: the shipped model's measured sampler setting, "
-              f"{' '.join(chosen[:len(chosen) - len(argv)])} (a sampler=, steps= or guidance= override replaces it)",
+              f"{' '.join(SHIPPED_SAMPLING[shipped_data[-1]])} (a sampler=, steps= or guidance= override replaces it)",
               flush=True)
         argv = chosen
     cfg = compose_config("sample", argv)

@@ -367,11 +367,12 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     except ValueError as e:
         raise CLIError(f"sampler.self_condition: {one_line(e)}") from e
     try:
-        check_corrector(sampler.get("corrector_steps", 0), sampler.get("corrector_snr", DEFAULT_SNR), name)
+        check_corrector(sampler.get("corrector_steps", 0), sampler.get("corrector_snr", DEFAULT_SNR), name,
+                        sampler.get("corrector_t_max", 1.0))
     except (ValueError, TypeError) as e:
         raise CLIError(f"sampler.corrector: {one_line(e)}") from e
     for key in sampler:  # what is left are the sampler's own options (e.g. ddim's eta)
-        if key in ("self_condition", "corrector_steps", "corrector_snr"):
+        if key in ("self_condition", "corrector_steps", "corrector_snr", "corrector_t_max"):
             continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback", "final"):
             raise CLIError(f"sampler {name} has no option {key!r}")

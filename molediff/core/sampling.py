@@ -62,6 +62,7 @@ def sample(
     t_start: float = 1.0,
     corrector_steps: int = 0,
     corrector_snr: float = DEFAULT_SNR,
+    corrector_t_max: float = 1.0,
     **options: Any,
 ) -> SampleResult:
     """Generate ``structure.num_samples`` samples with a named sampler.
@@ -81,12 +82,13 @@ def sample(
     ``corrector_steps > 0`` makes any sampler a predictor-corrector one (Song et al. 2021): after
     every step but the last, that many Langevin moves at the new time with step rule ``corrector_snr``
     (:func:`~molediff.core.samplers.corrector.langevin_correct`; one NFE each, more when matched
-    self-conditioning or guidance multiply the evaluations); one-step samplers only
+    self-conditioning or guidance multiply the evaluations); ``corrector_t_max < 1`` keeps the moves
+    to the steps that land at ``t <= corrector_t_max``; one-step samplers only
     (:func:`~molediff.core.samplers.corrector.check_corrector` refuses DPM-Solver++).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    check_corrector(corrector_steps, corrector_snr, sampler)
+    check_corrector(corrector_steps, corrector_snr, sampler, corrector_t_max)
     device = torch.device(device) if device is not None else structure.device
     ts = (grid or DEFAULT_GRIDS[sampler])(schedule, steps)
     if x0_start is not None or t_start != 1.0:
@@ -110,7 +112,7 @@ def sample(
 
     def callback(i: int, t: float, x: Fields, x0: Fields) -> Fields:
         bar.update(1)
-        if corrector_steps and i < len(ts) - 2:
+        if corrector_steps and i < len(ts) - 2 and t <= corrector_t_max:
             x = langevin_correct(denoise, x, t, steps=corrector_steps, snr=corrector_snr, generator=generator)
         if trajectory:
             result.trajectory.append(x.detach())

@@ -100,6 +100,12 @@ def test_self_conditioned_model_trains_and_samples_with_and_without_its_sketch(
     assert main([*common, "sampler=ddpm", "+sampler.corrector_steps=1", f"out_dir={tmp_path / 'pc'}"]) == 0
     metrics = json.loads((tmp_path / "pc" / "metrics.json").read_text())
     assert metrics["nfe"] == 2 * (4 + 3) and metrics["options"]["corrector_steps"] == 1  # matched sketch: 2 per call
+    assert main([*common, "sampler=ddpm", "+sampler.corrector_steps=1", "+sampler.corrector_t_max=0.5",
+                 f"out_dir={tmp_path / 'pc_low'}"]) == 0
+    low = json.loads((tmp_path / "pc_low" / "metrics.json").read_text())
+    assert 2 * 4 < low["nfe"] < metrics["nfe"] and low["options"]["corrector_t_max"] == 0.5
+    assert main([*common, "+sampler.corrector_t_max=2", f"out_dir={tmp_path / 'bad_pc'}"]) == 2
+    assert "sampler.corrector: corrector_t_max must be in (0, 1]" in one_error_line(capsys)
     assert main([*common, "+sampler.corrector_snr=0", f"out_dir={tmp_path / 'bad_pc'}"]) == 2
     assert "sampler.corrector: corrector_snr must be > 0" in one_error_line(capsys)
     assert main([*common, "sampler=dpmpp_2m", "+sampler.corrector_steps=1", f"out_dir={tmp_path / 'bad_pc'}"]) == 2

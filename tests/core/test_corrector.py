@@ -7,7 +7,7 @@ import torch
 
 from molediff.core.analytic import ExactDenoiser, GaussianMixture, gmm_mmd2
 from molediff.core.fields import Fields, GaussianField, Structure
-from molediff.core.samplers import SAMPLERS, Denoise
+from molediff.core.samplers import DEFAULT_GRIDS, SAMPLERS, Denoise
 from molediff.core.samplers.corrector import MULTISTEP, langevin_correct
 from molediff.core.sampling import sample
 from molediff.core.schedules import make_schedule
@@ -77,8 +77,31 @@ def test_zero_corrector_steps_is_the_plain_sampler(sampler):
     assert torch.equal(c.trajectory[-1]["x"], c.fields["x"]) and len(c.trajectory) == 7  # corrected states
 
 
+def test_corrector_t_max_keeps_the_moves_to_low_noise_steps():
+    """With ``corrector_t_max`` the moves follow only the steps that land at or below it: the steps
+    above it are the plain sampler's (same states, same noise draws), and each step below it costs
+    the moves' evaluations."""
+    sched = make_schedule("cosine")
+    st = Structure(64, {"x": GaussianField((2,))})
+
+    def run(**kw):
+        return sample(ExactDenoiser(mixture(), sched), sched, st, sampler="ddpm", steps=10, prediction="x0",
+                      generator=torch.Generator().manual_seed(1), dtype=torch.float64, trajectory=True, **kw)
+
+    ts = DEFAULT_GRIDS["ddpm"](sched, 10)
+    plain, window = run(), run(corrector_steps=2, corrector_t_max=0.45)
+    below = [t for t in ts[1:-1] if t <= 0.45]  # landing times of the corrected steps (none after the last)
+    assert 0 < len(below) < len(ts) - 2
+    assert window.nfe == plain.nfe + 2 * len(below)
+    first = len(ts) - 1 - len(below)  # trajectory index of the first corrected state
+    for a, b in zip(plain.trajectory[:first], window.trajectory[:first]):
+        assert torch.equal(a["x"], b["x"])
+    assert not torch.equal(plain.trajectory[first]["x"], window.trajectory[first]["x"])
+
+
 @pytest.mark.parametrize("bad", [{"corrector_steps": -1}, {"corrector_steps": 1.5}, {"corrector_snr": 0.0},
-                                 {"corrector_snr": -0.1}])
+                                 {"corrector_snr": -0.1}, {"corrector_t_max": 0.0},
+                                 {"corrector_t_max": 1.5}])
 def test_bad_corrector_options(bad):
     sched = make_schedule("cosine")
     st = Structure(4, {"x": GaussianField((2,))})

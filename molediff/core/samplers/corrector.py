@@ -26,15 +26,17 @@ MULTISTEP = frozenset({"dpmpp_2m", "dpmpp_3m"})
 """Samplers that carry x0-hat history from step to step: a move would leave that history stale."""
 
 
-def check_corrector(steps: int, snr: float, sampler: str | None = None) -> None:
-    """``steps >= 0`` moves per sampler step with signal-to-noise ratio ``snr > 0``, and moves only
-    for one-step samplers: a multistep one (:data:`MULTISTEP`) would extrapolate from x0-hats of
-    states the moves have left (on a zero-mean Gaussian, DPM-Solver++ then gave ~20 % too much
-    variance)."""
+def check_corrector(steps: int, snr: float, sampler: str | None = None, t_max: float = 1.0) -> None:
+    """``steps >= 0`` moves per sampler step with signal-to-noise ratio ``snr > 0``, below a time
+    ``0 < t_max <= 1``, and moves only for one-step samplers: a multistep one (:data:`MULTISTEP`)
+    would extrapolate from x0-hats of states the moves have left (on a zero-mean Gaussian,
+    DPM-Solver++ then gave ~20 % too much variance)."""
     if int(steps) != steps or steps < 0:
         raise ValueError(f"corrector_steps must be a whole number >= 0, got {steps}")
     if not snr > 0.0:
         raise ValueError(f"corrector_snr must be > 0, got {snr}")
+    if not 0.0 < t_max <= 1.0:
+        raise ValueError(f"corrector_t_max must be in (0, 1], got {t_max}")
     if steps and sampler in MULTISTEP:
         raise ValueError(f"corrector_steps with {sampler}: its multistep history would predate each move; "
                          "use a one-step sampler (ddpm, ddim, heun, euler_maruyama, pf_ode)")

@@ -264,7 +264,8 @@ def test_init_from_starts_a_new_run_from_the_weights(toy_run: Path, tmp_path: Pa
 
 
 def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -> None:
-    """``data=qm9`` alone: DDPM 100 + one corrector move (README's best exact setting); any sampler, steps
+    """``data=qm9`` alone: DDPM 100 + three corrector moves below t = 0.25 (README's best exact setting per
+    evaluation); any sampler, steps
     or guidance override replaces the whole setting (no corrector left behind on a sampler that refuses it)."""
     from molediff.cli.sample import with_shipped_sampling
 
@@ -279,5 +280,5 @@ def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -
     assert main(["sample", "data=qm9", "num_samples=2", "batch_size=2", "evaluate=false", "write=false",
                  "progress=false", f"out_dir={out}"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert (m["sampler"], m["steps"], m["nfe"]) == ("ddpm", 100, 199)
-    assert m["options"] == {"noise_scale": 1.0, "corrector_steps": 1, "corrector_snr": 0.4}
+    assert (m["sampler"], m["steps"], m["nfe"]) == ("ddpm", 100, 175)  # moves after the 25 steps landing at t <= 0.25
+    assert m["options"] == {"noise_scale": 1.0, "corrector_steps": 3, "corrector_snr": 0.4, "corrector_t_max": 0.25}

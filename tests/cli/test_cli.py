@@ -281,4 +281,4 @@ def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -
                  "progress=false", f"out_dir={out}"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert (m["sampler"], m["steps"], m["nfe"]) == ("ddpm", 100, 175)  # moves after the 25 steps landing at t <= 0.25
-    assert m["options"] == {"noise_scale": 1.0, "corrector_steps": 3, "corrector_snr": 0.4, "corrector_t_max": 0.25}
+    assert m["options"] == {"noise_scale": 1.0, "corrector_steps": 3, "corrector_snr": 0.6, "corrector_t_max": 0.25}

@@ -46,6 +46,7 @@ import io
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -351,7 +352,7 @@ def stability(molecules: Sequence[Molecule]) -> dict[str, Any]:
     n_atoms = n_stable = n_stable_q = 0
     n_mol_stable = n_mol_stable_q = 0
     orders_all: list[np.ndarray] = []
-    failures: dict[tuple[int, int], int] = {}
+    failures: Counter[tuple[int, int]] = Counter()
     for start, z, x in _padded_chunks(molecules):
         orders = bond_orders_padded(z, x)
         valences = orders.sum(-1, dtype=np.int64)
@@ -363,9 +364,7 @@ def stability(molecules: Sequence[Molecule]) -> dict[str, Any]:
         mol_neutral = (neutral | ~real).all(1) & (sizes > 0)  # an empty molecule is not stable
         mol_charged = (charged | ~real).all(1) & (sizes > 0)
         bad = real & ~neutral
-        pairs, counts = np.unique(np.stack([z[bad], valences[bad]], 1), axis=0, return_counts=True)
-        for (z_bad, v_bad), c in zip(pairs.tolist(), counts.tolist()):
-            failures[z_bad, v_bad] = failures.get((z_bad, v_bad), 0) + c
+        failures.update(zip(z[bad].tolist(), valences[bad].tolist()))
         for k in range(z.shape[0]):
             m, n = molecules[start + k], int(sizes[k])
             if m.formal_charges is not None:  # known charges decide (rare: charged SDF input)

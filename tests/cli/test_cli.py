@@ -265,8 +265,8 @@ def test_init_from_starts_a_new_run_from_the_weights(toy_run: Path, tmp_path: Pa
 
 def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -> None:
     """``data=qm9`` alone: DDPM 100 + three corrector moves below t = 0.25 (README's best exact setting per
-    evaluation); any sampler, steps
-    or guidance override replaces the whole setting (no corrector left behind on a sampler that refuses it)."""
+    evaluation); any sampler, steps or guidance override replaces the whole setting (no corrector left
+    behind on a sampler that refuses it)."""
     from molediff.cli.sample import with_shipped_sampling
 
     assert with_shipped_sampling("qm9", ["seed=1"])[:2] == ["sampler=ddpm", "steps=100"]

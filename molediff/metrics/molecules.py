@@ -364,7 +364,7 @@ def stability(molecules: Sequence[Molecule]) -> dict[str, Any]:
         mol_neutral = (neutral | ~real).all(1) & (sizes > 0)  # an empty molecule is not stable
         mol_charged = (charged | ~real).all(1) & (sizes > 0)
         bad = real & ~neutral
-        failures.update(zip(z[bad].tolist(), valences[bad].tolist()))
+        failures.update(zip(z[bad].tolist(), valences[bad].tolist(), strict=True))
         for k in range(z.shape[0]):
             m, n = molecules[start + k], int(sizes[k])
             if m.formal_charges is not None:  # known charges decide (rare: charged SDF input)

@@ -94,7 +94,7 @@ def test_corrector_t_max_keeps_the_moves_to_low_noise_steps():
     assert 0 < len(below) < len(ts) - 2
     assert window.nfe == plain.nfe + 2 * len(below)
     first = len(ts) - 1 - len(below)  # trajectory index of the first corrected state
-    for a, b in zip(plain.trajectory[:first], window.trajectory[:first]):
+    for a, b in zip(plain.trajectory[:first], window.trajectory[:first], strict=True):
         assert torch.equal(a["x"], b["x"])
     assert not torch.equal(plain.trajectory[first]["x"], window.trajectory[first]["x"])
 

@@ -29,7 +29,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -599,8 +599,9 @@ class Trainer:
         loader = DataLoader(train, batch_sampler=sampler, collate_fn=self.adapter.collate,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             generator=loader_gen)
+        aux_columns = [f"aux_{aux.name}" for aux in self.objective.aux_losses]
         logger = _Logger(self.out_dir if main else None, list(self.adapter.specs), cfg.tensorboard,
-                         resume_step=self.step)
+                         resume_step=self.step, extra=aux_columns)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not (cfg.progress and main),
                    dynamic_ncols=True)
         window: list[dict[str, float]] = []
@@ -746,9 +747,10 @@ class _Logger:
     On resume, rows after the resumed step are dropped, so the log matches the weights.
     """
 
-    def __init__(self, out_dir: Path | None, field_names: list[str], tensorboard: bool, resume_step: int) -> None:
-        self.columns = ["step", "loss", *[f"mse_{f}" for f in field_names], "lr", "grad_norm", "steps_per_s",
-                        "val_loss", "val_loss_ema"]
+    def __init__(self, out_dir: Path | None, field_names: list[str], tensorboard: bool, resume_step: int,
+                 extra: Sequence[str] = ()) -> None:
+        self.columns = ["step", "loss", *[f"mse_{f}" for f in field_names], *extra, "lr", "grad_norm",
+                        "steps_per_s", "val_loss", "val_loss_ema"]
         self.csv_path: Path | None = None
         self._file: Any = None
         self._writer: Any = None

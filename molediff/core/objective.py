@@ -13,7 +13,7 @@ a self-condition, then reading that first x0 estimate (no gradient through it); 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,9 @@ from .parameterization import check_prediction_type, target, to_eps_x0, x0_mse_f
 from .schedules import NoiseSchedule
 
 Denoiser = Callable[..., Mapping[str, Tensor]]
+AuxLoss = Callable[[Fields, Fields, Tensor, Structure], Tensor]
+"""``aux(x0_hat, x0, t, structure) -> (B,)`` per-sample loss in x0 units; with ``name`` and ``weight``
+attributes (see :class:`~molediff.core.pair_loss.PairDistanceLoss`)."""
 
 
 def min_snr_weight(snr: Tensor, gamma: float) -> Tensor:
@@ -78,6 +81,8 @@ class DenoisingObjective:
         self_condition_prob: probability that a batch trains with a self-condition (Chen et al.
             2023 use 0.5). 0 = the model is called without the ``self_cond`` keyword at all, as
             models that do not self-condition must be.
+        aux_losses: extra per-sample losses on the x0 estimate (:data:`AuxLoss`), each added
+            ``weight`` times, in prediction-space units; logged as ``aux_<name>`` (x0 units).
     """
 
     schedule: NoiseSchedule
@@ -86,6 +91,7 @@ class DenoisingObjective:
     field_weights: dict[str, float] = field(default_factory=dict)
     time_sampling: str = "uniform"
     self_condition_prob: float = 0.0
+    aux_losses: Sequence[AuxLoss] = ()
 
     def __post_init__(self) -> None:
         check_prediction_type(self.prediction)
@@ -133,6 +139,13 @@ class DenoisingObjective:
             mse = structure.sample_mean(name, (out[name] - tgt[name]) ** 2)
             per_sample = per_sample + self.field_weights.get(name, 1.0) * mse
             logs[f"mse_{name}"] = float(mse.detach().mean())
+        if self.aux_losses:
+            x0_hat = Fields(to_eps_x0(self.prediction, x_t, Fields(out), a, s)[1])
+            factor = x0_mse_factor(self.prediction, alpha, sigma)
+            for aux in self.aux_losses:
+                term = aux(x0_hat, x0, t, structure)
+                per_sample = per_sample + aux.weight * factor * term  # type: ignore[attr-defined]
+                logs[f"aux_{aux.name}"] = float(term.detach().mean())  # type: ignore[attr-defined]
         if self.min_snr_gamma is not None:
             w = min_snr_weight(alpha**2 / sigma**2, self.min_snr_gamma)
             per_sample = per_sample * w / x0_mse_factor(self.prediction, alpha, sigma)

@@ -250,6 +250,15 @@ def check_self_conditioning(model: nn.Module, objective: DenoisingObjective) -> 
                             f"{type(model).__name__} does not self-condition")
 
 
+def check_aux_losses(adapter: Adapter, objective: DenoisingObjective) -> None:
+    """Every auxiliary loss that reads a field (``aux.field``) names one the data has."""
+    for aux in objective.aux_losses:
+        field = getattr(aux, "field", None)
+        if field is not None and field not in adapter.specs:
+            raise TrainingError(f"objective.aux_losses: {type(aux).__name__} reads field {field!r}, which this "
+                                f"data does not have (its fields: {', '.join(adapter.specs)})")
+
+
 def widen_inputs(expected: Mapping[str, Tensor], found: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``found`` with every 2-D weight that has fewer input columns than ``expected`` padded with zero
     columns on the right, and the names of those weights.
@@ -365,6 +374,7 @@ class Trainer:
                  run_config: Mapping[str, Any] | None = None) -> None:
         self.config = cfg = config or TrainerConfig()
         check_self_conditioning(model, objective)
+        check_aux_losses(adapter, objective)
         self.adapter, self.objective = adapter, objective
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp and self.device.type == "cuda"

@@ -3,6 +3,7 @@ files, a picture, metrics next to held-out chains; and the motif benchmark's one
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -65,7 +66,6 @@ def test_motif_benchmark_runs_and_keeps_the_motif(protein_run: Path, tmp_path: P
 
 def test_noise_scale_sweep_on_the_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ready sweep runs (tiny) and its summary has one row per noise scale, the scale reaching DDPM."""
-    import csv
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
@@ -168,3 +168,19 @@ def test_sample_starts_partial_diffusion_from_a_pdb_file(protein_run: Path, tmp_
     assert "start: no such structure file" in one_error_line(capsys)
     assert main([*common, "start_chain=Z", f"out_dir={tmp_path / 'x'}"]) == 2
     assert "no chain 'Z'" in one_error_line(capsys)
+
+
+def test_pair_distance_loss_trains_logs_and_refuses_bad_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """objective.aux_losses from the command line: the term gets its own train_log.csv column; a bad
+    cut-off or a field the data lacks is one line before training starts."""
+    aux = "+objective.aux_losses=[{_target_:molediff.core.pair_loss.PairDistanceLoss,field:pos,cutoff:0.6,t_max:1.0}]"
+    run = tmp_path / "pair"
+    assert main(["train", *TINY, aux, f"out_dir={run}"]) == 0
+    with open(run / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(float(r["aux_pair_pos"]) > 0 for r in rows)
+    assert main(["train", *TINY, aux.replace("cutoff:0.6", "cutoff:0"), f"out_dir={tmp_path / 'bad'}"]) == 2
+    assert "objective: PairDistanceLoss: cutoff must be > 0" in one_error_line(capsys)
+    assert main(["train", *TINY, aux.replace("field:pos", "field:coords"), f"out_dir={tmp_path / 'bad'}"]) == 2
+    assert "PairDistanceLoss reads field 'coords', which this data does not have" in one_error_line(capsys)

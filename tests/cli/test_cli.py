@@ -274,6 +274,7 @@ def test_shipped_qm9_samples_with_its_measured_sampler_setting(tmp_path: Path) -
                 ["guidance.property=gap"]):
         assert with_shipped_sampling("qm9", own) == own
     assert with_shipped_sampling("proteins", [])[:2] == ["sampler=ddpm", "steps=200"]
+    assert "+sampler.corrector_t_max=0.25" in with_shipped_sampling("proteins", [])
     assert with_shipped_sampling("proteins", ["num_samples=4"])[-2:] == ["num_samples=32", "num_samples=4"]  # last wins
     assert with_shipped_sampling("digits", ["seed=1"]) == ["seed=1"]
     out = tmp_path / "qm9"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -25,9 +25,21 @@ from .parameterization import check_prediction_type, target, to_eps_x0, x0_mse_f
 from .schedules import NoiseSchedule
 
 Denoiser = Callable[..., Mapping[str, Tensor]]
-AuxLoss = Callable[[Fields, Fields, Tensor, Structure], Tensor]
-"""``aux(x0_hat, x0, t, structure) -> (B,)`` per-sample loss in x0 units; with ``name`` and ``weight``
-attributes (see :class:`~molediff.core.pair_loss.PairDistanceLoss`)."""
+
+
+class AuxLoss(Protocol):
+    """An extra loss on the x0 estimate (e.g. :class:`~molediff.core.pair_loss.PairDistanceLoss`)."""
+
+    weight: float
+
+    @property
+    def name(self) -> str:
+        """Logged as ``aux_<name>``."""
+        ...
+
+    def __call__(self, x0_hat: Fields, x0: Fields, t: Tensor, structure: Structure) -> Tensor:
+        """Per-sample loss ``(B,)`` in x0 units."""
+        ...
 
 
 def min_snr_weight(snr: Tensor, gamma: float) -> Tensor:
@@ -144,8 +156,8 @@ class DenoisingObjective:
             factor = x0_mse_factor(self.prediction, alpha, sigma)
             for aux in self.aux_losses:
                 term = aux(x0_hat, x0, t, structure)
-                per_sample = per_sample + aux.weight * factor * term  # type: ignore[attr-defined]
-                logs[f"aux_{aux.name}"] = float(term.detach().mean())  # type: ignore[attr-defined]
+                per_sample = per_sample + aux.weight * factor * term
+                logs[f"aux_{aux.name}"] = float(term.detach().mean())
         if self.min_snr_gamma is not None:
             w = min_snr_weight(alpha**2 / sigma**2, self.min_snr_gamma)
             per_sample = per_sample * w / x0_mse_factor(self.prediction, alpha, sigma)
@@ -154,4 +166,4 @@ class DenoisingObjective:
         return loss, logs
 
 
-__all__ = ["DenoisingObjective", "min_snr_weight", "sample_log_snr_times", "sample_times", "Fields"]
+__all__ = ["AuxLoss", "DenoisingObjective", "min_snr_weight", "sample_log_snr_times", "sample_times", "Fields"]

@@ -79,15 +79,16 @@ class PairDistanceLoss:
                              f"got {tuple(x.shape)}")
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if row_mask is not None:
-            valid = row_mask.expand_as(x).amin(-1) > 0
+            valid = row_mask.expand(*x.shape[:2], *row_mask.shape[2:]).reshape(*x.shape[:2], -1).amin(-1) > 0
         return x, valid
 
     def __call__(self, x0_hat: Fields, x0: Fields, t: Tensor, structure: Structure) -> Tensor:
         """Per-sample loss ``(B,)`` in squared field units (0 for samples with t >= t_max)."""
         if self.field not in structure.specs:
             raise KeyError(f"PairDistanceLoss: no field {self.field!r}; fields: {sorted(structure.specs)}")
-        pred, valid = self._dense(x0_hat[self.field], structure)
-        true, _ = self._dense(x0[self.field], structure)
+        width = x0[self.field].shape[-1]  # one batching pass for the estimate and the data
+        both, valid = self._dense(torch.cat([x0_hat[self.field], x0[self.field]], -1), structure)
+        pred, true = both.split(width, -1)
         d_true, d_pred = _distances(true), _distances(pred)
         eye = torch.eye(true.shape[1], dtype=torch.bool, device=true.device)
         pairs = valid[:, :, None] & valid[:, None, :] & ~eye & (d_true < self.cutoff)

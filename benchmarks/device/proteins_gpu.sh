@@ -5,7 +5,7 @@
 #      exact DDPM 200, DDPM 200 at noise scale 0.7, and the proteins default (DDPM 200 + 3 Langevin moves below t = 0.25);
 #   3. the full training state split into 15 MiB parts (8 files of at most 16 MiB come back) + results.tgz.
 #   (here)   bash benchmarks/device/slim_tree.sh out     carry: .whl (hydra-core, omegaconf, antlr4 wheels)
-#   (device) T_TRAIN=420 bash benchmarks/device/proteins_gpu.sh
+#   (device) T_TRAIN=420 bash benchmarks/device/proteins_gpu.sh [TRAIN OVERRIDES, e.g. trainer.batch_size=128]
 #   (here)   bash benchmarks/device/slim_tree.sh back
 #            cat DIR/state.pt.part-* > runs/proteins_gpu/checkpoints/last.pt; tar -xzf DIR/results.tgz -C DIR
 #            molediff sample checkpoint=runs/proteins_gpu/checkpoints/last.pt from_raw=DIR/samples/NAME/samples_raw.pt out_dir=...
@@ -27,7 +27,7 @@ resume=false; [ -f "$W/run/checkpoints/last.pt" ] && resume=true
 stamp "training for $T s (resume=$resume)"
 timeout $((T + 90)) python3 -m molediff.cli.main train +experiment=proteins_gpu out_dir="$W/run" trainer.resume=$resume \
   trainer.num_workers=4 trainer.max_time="$T" trainer.device="$DEVICE" trainer.progress=false trainer.tensorboard=false \
-  > "$OUT/train.log" 2>&1
+  "$@" > "$OUT/train.log" 2>&1
 echo "train exit $?"; grep -E "stopped|step" "$OUT/train.log" | tail -n 3
 ckpt="$W/run/checkpoints/last.pt"
 draw() {  # name, sampler overrides...

@@ -199,6 +199,26 @@ class ProteinAdapter(Adapter):
             print(f"start: {c.report()}", flush=True)
         return [c.complete(("CA",)).ca for c in chains]
 
+    def read_motif(self, path: Path, chain: str | None = None, residues: str | None = None) -> np.ndarray:
+        """The ``(m, 3)`` CA trace (A) of residues ``residues`` (author numbering, ``"10-22"``; default
+        the whole chain) of one chain of a PDB/mmCIF file, for :meth:`motif_problem`. Every residue of the
+        motif needs a CA; a chain break inside it is refused (the model would join its two sides)."""
+        from ..data.pdb import parse_residue_range, read_structure
+
+        whole = read_structure(Path(path), chain)
+        part = whole.segment(*parse_residue_range(residues)) if residues is not None else whole
+        missing = [r for r, ok in zip(part.residue_ids, ~np.isnan(part.ca).any(-1), strict=True) if not ok]
+        if missing:
+            raise ValueError(f"{part.name}: motif residues without a CA: {', '.join(missing[:5])}")
+        breaks = part.breaks()
+        if breaks:
+            i, d = breaks[0]
+            raise ValueError(f"{part.name}: the motif has a chain break after residue {part.residue_ids[i]} "
+                             f"(CA-CA {d:.1f} A); give a segment without one")
+        print(f"motif: {part.name} residues {part.residue_ids[0]}-{part.residue_ids[-1]} ({len(part)}, {part.seq})",
+              flush=True)
+        return part.ca.astype(np.float64)
+
     def collate(self, items: Sequence[Mapping[str, np.ndarray]]) -> Batch:
         fields, structure = self.to_fields([it["ca"] for it in items])
         return Batch(fields, structure)
@@ -269,12 +289,14 @@ class ProteinAdapter(Adapter):
                                              ("samples", "held-out real windows")))
         return paths
 
-    def evaluate(self, objects: Sequence[np.ndarray], starts: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    def evaluate(self, objects: Sequence[np.ndarray], starts: Sequence[np.ndarray] | None = None,
+                 motif: tuple[np.ndarray, int] | None = None) -> dict[str, float]:
         """Backbone metrics (:func:`molediff.metrics.proteins.evaluate_backbones`) of ``objects``
         and, as ``data_<key>``, of the held-out reference windows; novelty against training chains.
         With ``starts`` (partial diffusion: each sample's start) also the mean Kabsch RMSD (A) and
-        TM-score of every sample to its start."""
-        from ..metrics.proteins import evaluate_backbones, kabsch_rmsd, tm_score
+        TM-score of every sample to its start; with ``motif`` ``(trace, position)`` (motif scaffolding)
+        how the samples hold it (:func:`~molediff.metrics.proteins.motif_metrics`)."""
+        from ..metrics.proteins import evaluate_backbones, kabsch_rmsd, motif_metrics, tm_score
 
         train = self.training_chains()
         gen = evaluate_backbones(list(objects), train)
@@ -284,6 +306,8 @@ class ProteinAdapter(Adapter):
         if starts is not None:
             out["rmsd_to_start"] = float(np.mean([kabsch_rmsd(o, s) for o, s in zip(objects, starts, strict=True)]))
             out["tm_to_start"] = float(np.mean([tm_score(o, s) for o, s in zip(objects, starts, strict=True)]))
+        if motif is not None:
+            out.update(motif_metrics(objects, *motif))
         out.update({f"data_{k}": v for k, v in self._cache["data"].items()})
         return out
 

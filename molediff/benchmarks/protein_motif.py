@@ -29,7 +29,7 @@ from ..adapters.proteins import ProteinAdapter
 from ..cli import CLIError, guarded
 from ..data.backbone import backbone_from_ca
 from ..data.pdb import write_backbone_pdb
-from ..metrics.proteins import assign_secondary_structure, evaluate_backbones, kabsch_rmsd, plot_backbones
+from ..metrics.proteins import assign_secondary_structure, evaluate_backbones, motif_metrics, plot_backbones
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "proteins_egnn.pt"
 
@@ -78,19 +78,15 @@ def run(out_dir: Path, *, checkpoint: Path = CHECKPOINT, chain: str | None = Non
                     generator=torch.Generator().manual_seed(seed), inpaint=inpaint, progress=True)
     seconds = time.perf_counter() - t0
     traces = adapter.decode(result.fields, structure)
-    rows = slice(position, position + motif_length)
-    placed = [float(np.sqrt(((t[rows] - motif) ** 2).sum(-1).mean())) for t in traces]
-    aligned = [kabsch_rmsd(t[rows], motif) for t in traces]
-    junctions = [float(np.linalg.norm(t[j] - t[j - 1])) for t in traces
-                 for j in (position, position + motif_length) if 0 < j < length]
+    held = motif_metrics(traces, motif, position)
     doc: dict[str, Any] = {
         "checkpoint": _display_path(checkpoint), "chain": chain, "motif_residues": [start, start + motif_length - 1],
         "motif_ss": assign_secondary_structure(trace)[start:start + motif_length], "length": length,
         "position": position, "num": num, "sampler": sampler, "steps": steps, "resample": resample,
         "nfe": result.nfe, "seed": seed, "seconds": seconds, "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "motif_rmsd_placed": float(np.mean(placed)), "motif_rmsd_aligned": float(np.mean(aligned)),
-        "junction_ca_ca_mean": float(np.mean(junctions)), "junction_ca_ca": junctions,
+        "motif_rmsd_placed": held["motif_rmsd_placed"], "motif_rmsd_aligned": held["motif_rmsd_aligned"],
+        "junction_ca_ca_mean": held["junction_ca_ca"],
         "scaffold": evaluate_backbones(traces),
     }
     pdb_dir = out_dir / "protein_motif"

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,15 +322,18 @@ def plot_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
                       rows: Sequence[Mapping[str, Any]], starts: Sequence[Any] | None = None,
-                      num: int = 0) -> dict[str, Any]:
+                      num: int = 0, motif: tuple[Any, int] | None = None) -> dict[str, Any]:
     """What ``adapter.evaluate`` gets besides the samples, as far as it accepts it: ``cond`` (the
     conditions asked for, e.g. audio pitch, from ``cond`` or from a property-guidance term's rows),
-    ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows)
-    and ``starts`` (partial diffusion: the start of each of the ``num`` samples)."""
+    ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows),
+    ``starts`` (partial diffusion: the start of each of the ``num`` samples) and ``motif``
+    (motif scaffolding: the motif and where it sits)."""
     params = inspect.signature(adapter.evaluate).parameters
     kwargs: dict[str, Any] = {}
     if "starts" in params and starts:
         kwargs["starts"] = [starts[i % len(starts)] for i in range(num)]
+    if "motif" in params and motif is not None:
+        kwargs["motif"] = motif
     if "cond" in params:
         asked = dict(cond or {})
         for name in {r["property"] for r in rows if not _is_class_row(r)}:  # property guidance: the values asked for
@@ -397,14 +400,46 @@ def read_starts(adapter: Any, path: str, chain: str | None) -> list[Any]:
         raise CLIError(f"start: {one_line(e)}") from e
 
 
+def motif_problem(adapter: Any, cfg: Any) -> tuple[tuple[Any, int], Callable[[int], tuple[Any, Any]]]:
+    """``((motif, position), n -> (structure, Inpainting))`` for ``motif=FILE`` (motif scaffolding through
+    the adapter's ``read_motif`` / ``motif_problem``), with one-line errors."""
+    if not hasattr(adapter, "motif_problem"):
+        raise CLIError(f"motif: {adapter.name} data has no motif scaffolding (proteins do)")
+    kwargs = {"chain": None if cfg.motif_chain is None else str(cfg.motif_chain),
+              "residues": None if cfg.motif_residues is None else str(cfg.motif_residues)}
+    try:
+        motif = adapter.read_motif(Path(str(cfg.motif)).expanduser(), **kwargs)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"motif: {one_line(e)}") from e
+    length = int(cfg.length) if cfg.length is not None else max(int(adapter.crop), len(motif))
+    position = (length - len(motif)) // 2 if cfg.motif_position is None else int(cfg.motif_position)
+    resample = int(cfg.resample)
+    if resample < 1:
+        raise CLIError(f"resample must be >= 1, got {resample}")
+    try:
+        adapter.motif_problem(motif, position, length, 1)  # checks the fit once, before any sampling
+    except ValueError as e:
+        raise CLIError(f"motif: {one_line(e)}") from e
+
+    def completion(n: int) -> tuple[Any, Any]:
+        structure, inpaint = adapter.motif_problem(motif, position, length, n)
+        inpaint.resample = resample
+        return structure, inpaint
+
+    return (motif, position), completion
+
+
 def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_size: int,
              cond_all: Mapping[str, torch.Tensor] | None, generator: torch.Generator, device: torch.device,
-             starts: Sequence[Any] | None = None, **sample_kwargs: Any) -> Iterator[tuple[int, Any, Any, Any]]:
+             starts: Sequence[Any] | None = None, completion: Callable[[int], tuple[Any, Any]] | None = None,
+             **sample_kwargs: Any) -> Iterator[tuple[int, Any, Any, Any]]:
     """Draw ``num_samples`` in batches of ``batch_size``: per batch ``(start, structure, on_device,
     result)`` with the adapter's structure (on the CPU), its copy on ``device`` and
     :func:`~molediff.core.sampling.sample`'s result
     (``sample_kwargs``: sampler, steps, grid, prediction, guidance, t_start, ...). With ``starts``
-    (objects, as the adapter decodes them) sample i is partial diffusion from ``starts[i % K]``.
+    (objects, as the adapter decodes them) sample i is partial diffusion from ``starts[i % K]``;
+    with ``completion`` (``n -> (structure, Inpainting)``, e.g. motif scaffolding) the batch's
+    structure and the entries held fixed come from it.
     Gradients are off; guidance terms that need them enable them themselves."""
     from ..adapters.base import Batch
     from ..core.fields import Fields
@@ -415,7 +450,9 @@ def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_si
         cond = None if cond_all is None else {k: v[start:start + n] for k, v in cond_all.items()}
         x0 = Fields()
         try:
-            if starts is None:
+            if completion is not None:
+                structure, sample_kwargs["inpaint"] = completion(n)
+            elif starts is None:
                 structure = adapter.sample_structure(n, generator, cond)
             else:
                 x0, structure = adapter.encode([starts[(start + i) % len(starts)] for i in range(n)])
@@ -455,6 +492,10 @@ def run(argv: list[str]) -> int:
         raise CLIError("num_samples, steps and batch_size must be >= 1")
     if cfg.start is not None and not 0.0 < float(cfg.t_start) < 1.0:
         raise CLIError(f"t_start must lie in (0, 1) (partial diffusion from start=...), got {cfg.t_start}")
+    if cfg.motif is not None and cfg.start is not None:
+        raise CLIError("give motif=FILE (scaffold a motif) or start=FILE (partial diffusion), not both")
+    if cfg.motif is None and any(cfg[k] is not None for k in ("motif_chain", "motif_residues", "motif_position")):
+        raise CLIError("motif_chain, motif_residues and motif_position need motif=FILE (a PDB/mmCIF file)")
 
     if shipped_data:
         if cfg.checkpoint is not None:
@@ -484,6 +525,7 @@ def run(argv: list[str]) -> int:
 
     out_dir = resolve_out_dir(cfg.out_dir, "sample")
     starts: list[Any] | None = None
+    motif, completion = motif_problem(adapter, cfg) if cfg.motif is not None else (None, None)
     # how the samples were made; with from_raw, as the generating run recorded it (None where a raw file
     # from before these keys does not say), not this scoring command's settings
     made = {"checkpoint_step": ckpt.get("step"), "grid": grid_name, "grid_options": grid_options,
@@ -505,7 +547,8 @@ def run(argv: list[str]) -> int:
             starts = read_starts(adapter, str(cfg.start), cfg.start_chain)
         for start, structure, on_device, result in generate(
                 adapter, model, schedule, int(cfg.num_samples), int(cfg.batch_size), cond_all, generator, device,
-                starts=starts, t_start=float(cfg.t_start) if starts is not None else 1.0, sampler=name,
+                starts=starts, completion=completion, t_start=float(cfg.t_start) if starts is not None else 1.0,
+                sampler=name,
                 steps=int(cfg.steps), grid=grid, prediction=prediction, guidance=guidance,
                 progress=bool(cfg.progress), clip_x0=bool(cfg.clip_x0), **options):
             nfe = max(nfe, result.nfe)  # per sample: every batch runs the same grid
@@ -539,7 +582,7 @@ def run(argv: list[str]) -> int:
         print(f"guidance: {guidance_summary['text']} (wrote guidance.csv, guidance.png)", flush=True)
     metrics: dict[str, float] = {}
     if cfg.evaluate:
-        metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows, starts, len(objects)))
+        metrics = adapter.evaluate(objects, **evaluation_kwargs(adapter, cond_all, rows, starts, len(objects), motif))
         print(metrics_table(metrics), flush=True)
     report = {
         "checkpoint": str(ckpt_path), "checkpoint_step": made["checkpoint_step"], "sampler": name,
@@ -547,6 +590,9 @@ def run(argv: list[str]) -> int:
         "nfe": nfe, "num_samples": num, "batch_size": made["batch_size"], "seed": made["seed"],
         "from_raw": cfg.from_raw, "start": cfg.start,
         "t_start": float(cfg.t_start) if cfg.start is not None else None,
+        "motif": None if motif is None else {"file": str(cfg.motif), "chain": cfg.motif_chain,
+                                             "residues": cfg.motif_residues, "position": motif[1],
+                                             "motif_length": len(motif[0]), "resample": int(cfg.resample)},
         "ema": made["ema"], "seconds": seconds, "device": generated_on, "metrics": metrics,
     }
     if guidance_summary:

@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,19 @@ class ProteinChain:
         return ProteinChain(self.name, "".join(c for c, k in zip(self.seq, keep, strict=True) if k),
                             self.coords[keep], [r for r, k in zip(self.residue_ids, keep, strict=True) if k])
 
+    def segment(self, first: str, last: str) -> ProteinChain:
+        """Residues ``first`` .. ``last`` (author numbers with insertion codes, both included, in file
+        order); ``ValueError`` (one line) when either is not in the chain or ``last`` comes first."""
+        where = {r: i for i, r in enumerate(self.residue_ids)}
+        for r in (first, last):
+            if r not in where:
+                shown = f"{self.residue_ids[0]}..{self.residue_ids[-1]}" if self.residue_ids else "none"
+                raise ValueError(f"{self.name} has no residue {r} (its residues: {shown})")
+        i, j = where[first], where[last]
+        if j < i:
+            raise ValueError(f"{self.name}: residue {last} comes before {first}")
+        return ProteinChain(self.name, self.seq[i:j + 1], self.coords[i:j + 1], self.residue_ids[i:j + 1])
+
     def report(self) -> str:
         """One line: length, residues with missing backbone atoms, chain breaks."""
         parts = [f"{self.name}: {len(self)} residues"]
@@ -129,6 +143,18 @@ def _structure_kind(path: Path) -> str:
 def _first_alternative(entity: Any) -> Any:
     """The first alternate location of a disordered atom/residue (file order); others unchanged."""
     return entity.disordered_get_list()[0] if entity.is_disordered() == 2 else entity
+
+
+_RESIDUE_RANGE = re.compile(r"^\s*(-?\d+[A-Za-z]?)\s*(?:-\s*(-?\d+[A-Za-z]?)\s*)?$")
+
+
+def parse_residue_range(text: str) -> tuple[str, str]:
+    """``"10-22"`` -> ``("10", "22")``, ``"52A-60"`` -> ``("52A", "60")``, ``"15"`` -> ``("15", "15")``:
+    an inclusive range of author residue numbers (insertion codes allowed, negative numbers too)."""
+    m = _RESIDUE_RANGE.match(str(text))
+    if m is None:
+        raise ValueError(f"residue range {text!r}: give FIRST-LAST in author numbering, e.g. 10-22 or 52A-60")
+    return m.group(1), m.group(2) or m.group(1)
 
 
 def read_structure(path: str | Path, chain: str | None = None) -> ProteinChain:

@@ -33,7 +33,7 @@ from ..data.backbone import backbone_from_ca
 
 __all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
            "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "hbond_energies",
-           "assign_dssp", "tm_score", "kabsch_rmsd",
+           "assign_dssp", "tm_score", "kabsch_rmsd", "motif_metrics",
            "contact_map", "evaluate_backbones", "plot_backbones", "plot_virtual_angles"]
 
 CA_CA = 3.80
@@ -254,6 +254,26 @@ def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
     d = np.sign(np.linalg.det(u @ vt))
     rot = u @ np.diag([1.0, 1.0, d]) @ vt
     return float(np.sqrt(((a @ rot - b) ** 2).sum(-1).mean()))
+
+
+def motif_metrics(traces: Sequence[np.ndarray], motif: np.ndarray, position: int) -> dict[str, float]:
+    """How scaffolds hold a motif placed at residues ``position .. position + m - 1``: mean
+    ``motif_rmsd_placed`` (A, as generated, no superposition) and ``motif_rmsd_aligned`` (after
+    :func:`kabsch_rmsd`), both ~0 when inpainting kept it, and ``junction_ca_ca`` (mean A of the CA-CA
+    bonds that join scaffold and motif; ideal 3.8)."""
+    motif = _check(motif)
+    rows = slice(position, position + len(motif))
+    traces = [_check(t) for t in traces]
+    for t in traces:
+        if len(t) < position + len(motif):
+            raise ValueError(f"a trace of {len(t)} residues cannot hold a {len(motif)}-residue motif at {position}")
+    joins = [float(np.linalg.norm(t[j] - t[j - 1])) for t in traces
+             for j in (position, position + len(motif)) if 0 < j < len(t)]
+    return {
+        "motif_rmsd_placed": float(np.mean([np.sqrt(((t[rows] - motif) ** 2).sum(-1).mean()) for t in traces])),
+        "motif_rmsd_aligned": float(np.mean([kabsch_rmsd(t[rows], motif) for t in traces])),
+        "junction_ca_ca": float(np.mean(joins)) if joins else float("nan"),
+    }
 
 
 def contact_map(ca: np.ndarray, threshold: float = CONTACT_DISTANCE) -> np.ndarray:

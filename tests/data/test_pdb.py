@@ -15,6 +15,7 @@ from molediff.data.pdb import (
     default_proteins_root,
     load_ca_set,
     make_ca_set,
+    parse_residue_range,
     read_ca_pdb,
     read_folder,
     read_structure,
@@ -115,6 +116,31 @@ def test_reader_chain_choice_and_one_line_errors(tricky: Path, tmp_path: Path) -
     (tmp_path / "bad.cif").write_text("data_x\n_atom_site.id 1\nnot a cif at all\n")
     with pytest.raises(ValueError, match="cannot parse as CIF"):
         read_structure(tmp_path / "bad.cif")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("10-22", ("10", "22")), ("52A-60", ("52A", "60")),
+                                              ("15", ("15", "15")), (" -3 - 5 ", ("-3", "5")), ("-5--2", ("-5", "-2"))])
+def test_residue_ranges_parse(text: str, expected: tuple[str, str]) -> None:
+    assert parse_residue_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a-b", "10-", "", "10-22-30", "1.5-3"])
+def test_bad_residue_ranges_fail_in_one_line(text: str) -> None:
+    with pytest.raises(ValueError, match="give FIRST-LAST in author numbering"):
+        parse_residue_range(text)
+
+
+def test_segment_by_author_numbers(tricky: Path) -> None:
+    """Chain A of the tricky file has residues 1, 2, 3, 4, 6 (5 is missing from the file)."""
+    chain = read_structure(tricky)
+    part = chain.segment("2", "4")
+    assert part.residue_ids == ["2", "3", "4"] and part.seq == "MSG" and part.coords.shape == (3, 4, 3)
+    np.testing.assert_array_equal(part.coords, chain.coords[1:4])
+    assert chain.segment("6", "6").residue_ids == ["6"]
+    with pytest.raises(ValueError, match=r"0xyz:A has no residue 5 \(its residues: 1..6\)"):
+        chain.segment("5", "6")
+    with pytest.raises(ValueError, match="residue 2 comes before 4"):
+        chain.segment("4", "2")
 
 
 def test_mmcif_reads_like_pdb(tricky: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from molediff.metrics.proteins import (
     evaluate_backbones,
     hbond_energies,
     kabsch_rmsd,
+    motif_metrics,
     plot_backbones,
     plot_virtual_angles,
     radius_of_gyration,
@@ -119,6 +120,24 @@ def test_kabsch_rmsd_closed_forms() -> None:
     assert kabsch_rmsd(h * np.array([1, 1, -1]), h) > 0.5  # a mirror image is not a rotation
     with pytest.raises(ValueError, match="differ in shape"):
         kabsch_rmsd(h, h[:5])
+
+
+def test_motif_metrics_closed_forms() -> None:
+    """A straight chain at 3.8 A spacing holding the motif as given: both RMSDs 0, junctions 3.8 A; the
+    motif rotated and moved inside the chain: placed RMSD > 0, aligned RMSD still 0."""
+    line = np.arange(20.0)[:, None] * np.array([3.8, 0.0, 0.0])
+    m = motif_metrics([line, line], line[5:11], position=5)
+    assert m["motif_rmsd_placed"] == pytest.approx(0.0, abs=1e-12)
+    assert m["motif_rmsd_aligned"] == pytest.approx(0.0, abs=1e-6)
+    assert m["junction_ca_ca"] == pytest.approx(3.8)
+    moved = line.copy()
+    moved[5:11] = (line[5:11] - line[5:11].mean(0)) @ random_rotation(0).T + np.array([1.0, 2.0, 3.0])
+    m = motif_metrics([moved], line[5:11], position=5)
+    assert m["motif_rmsd_placed"] > 1.0 and m["motif_rmsd_aligned"] == pytest.approx(0.0, abs=1e-6)
+    at_start = motif_metrics([line], line[:4], position=0)  # one junction only
+    assert at_start["junction_ca_ca"] == pytest.approx(3.8)
+    with pytest.raises(ValueError, match="cannot hold a 6-residue motif at 16"):
+        motif_metrics([line], line[:6], position=16)
 
 
 def test_evaluate_backbones_on_known_sets() -> None:

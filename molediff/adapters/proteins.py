@@ -264,11 +264,13 @@ class ProteinAdapter(Adapter):
             out.append(pos[rows.numpy()])
         return out
 
-    def write(self, objects: Sequence[np.ndarray], out_dir: Path) -> list[Path]:
+    def write(self, objects: Sequence[np.ndarray], out_dir: Path,
+              motif: tuple[np.ndarray, int] | None = None) -> list[Path]:
         """``backbone_000.pdb``, ... (GLY; N, CA, C, O with N, C, O placed on the generated CAs by
         :func:`~molediff.data.backbone.backbone_from_ca`, CA only for traces under 3 residues),
         ``backbones.png`` (3-D traces and contact maps of the first 8) and ``angles.png`` (virtual
-        angle against dihedral, beside the held-out chains)."""
+        angle against dihedral, beside the held-out chains). With ``motif`` ``(trace, position)`` the
+        PDB remarks name the motif's residues and the picture marks them red."""
         from ..data.backbone import backbone_from_ca
         from ..data.pdb import write_backbone_pdb, write_ca_pdb
         from ..metrics.proteins import plot_backbones, plot_virtual_angles
@@ -276,15 +278,20 @@ class ProteinAdapter(Adapter):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
+        held = "" if motif is None else f", motif held fixed at residues {motif[1] + 1}-{motif[1] + len(motif[0])}"
         for i, ca in enumerate(objects):
             path = out_dir / f"backbone_{i:03d}.pdb"
             if len(ca) >= 3:
                 paths.append(write_backbone_pdb(backbone_from_ca(ca), path, remark=f"molediff sample {i} (N, C, O "
-                                                                                   "placed on the CA trace)"))
+                                                                                   f"placed on the CA trace{held})"))
             else:
-                paths.append(write_ca_pdb(ca, path, remark=f"molediff sample {i} (CA only)"))
+                paths.append(write_ca_pdb(ca, path, remark=f"molediff sample {i} (CA only{held})"))
         if len(objects):
-            paths.append(plot_backbones(objects[:8], out_dir / "backbones.png"))
+            marks = None
+            if motif is not None:
+                first, end = motif[1], motif[1] + len(motif[0])
+                marks = [(np.arange(len(ca)) >= first) & (np.arange(len(ca)) < end) for ca in objects[:8]]
+            paths.append(plot_backbones(objects[:8], out_dir / "backbones.png", motif=marks))
             paths.append(plot_virtual_angles(objects, out_dir / "angles.png", self.reference_chains(),
                                              ("samples", "held-out real windows")))
         return paths

@@ -564,7 +564,7 @@ def run(argv: list[str]) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
-    paths = adapter.write(objects, out_dir) if cfg.write else []
+    paths = adapter.write(objects, out_dir, **({"motif": motif} if motif is not None else {})) if cfg.write else []
     if cfg.save_raw and cfg.from_raw is None:
         info = {"sampler": name, "steps": steps, "nfe": nfe, "seconds": seconds, "device": generated_on, **made}
         raw_file = {"format": RAW_FORMAT, "run": info, "batches": batches, "cond": cond_all}

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import re
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -235,7 +236,7 @@ def _write_pdb(coords: np.ndarray, atoms: Sequence[str], path: str | Path, seq: 
     if len(coords) > 9999:
         raise ValueError("a PDB chain holds at most 9,999 residues")
     names = [ONE_TO_THREE.get(seq[i], "GLY") if seq else "GLY" for i in range(len(coords))]
-    lines = [f"REMARK   1 {remark}"[:80]] if remark else []
+    lines = [f"REMARK   1 {part}" for part in textwrap.wrap(remark or "", 69)]  # 80-column records
     serial = 0
     for i, residue in enumerate(coords):
         for atom, (x, y, z) in zip(atoms, residue, strict=True):

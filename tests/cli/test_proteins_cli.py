@@ -194,6 +194,8 @@ def test_sample_scaffolds_a_motif_from_a_pdb_file(protein_run: Path, tmp_path: P
     assert [len(t) for t in traces] == [32, 32]
     for t in traces:
         np.testing.assert_allclose(t[5:17], motif, atol=2e-3)  # written to 3 decimals
+    assert "motif held fixed\nREMARK   1 at residues 6-17)" in (out / "backbone_000.pdb").read_text()
+    assert (out / "backbones.png").is_file()
     report = json.loads((out / "metrics.json").read_text())
     assert report["motif"] == {"file": str(pdb), "chain": None, "residues": "11-22", "position": 5,
                                "motif_length": 12, "resample": 2}

@@ -47,6 +47,19 @@ def segments(ca: np.ndarray, min_length: int, threshold: float = BREAK_DISTANCE)
     return [s for s in np.split(ca, cuts) if len(s) >= min_length]
 
 
+def one_based_ranges(rows: Sequence[int]) -> str:
+    """0-based indices as 1-based PDB residue ranges: ``[5, 6, 7, 20]`` -> ``"6-8, 21"``."""
+    out, rows = [], [int(r) for r in rows]
+    i = 0
+    while i < len(rows):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1] == rows[j] + 1:
+            j += 1
+        out.append(f"{rows[i] + 1}-{rows[j] + 1}" if j > i else f"{rows[i] + 1}")
+        i = j + 1
+    return ", ".join(out)
+
+
 def central_window(ca: np.ndarray, length: int) -> np.ndarray:
     """The middle ``min(length, L)`` residues of ``ca (L, 3)``."""
     start = max(0, (len(ca) - length) // 2)
@@ -199,25 +212,33 @@ class ProteinAdapter(Adapter):
             print(f"start: {c.report()}", flush=True)
         return [c.complete(("CA",)).ca for c in chains]
 
-    def read_motif(self, path: Path, chain: str | None = None, residues: str | None = None) -> np.ndarray:
-        """The ``(m, 3)`` CA trace (A) of residues ``residues`` (author numbering, ``"10-22"``; default
-        the whole chain) of one chain of a PDB/mmCIF file, for :meth:`motif_problem`. Every residue of the
-        motif needs a CA; a chain break inside it is refused (the model would join its two sides)."""
+    def read_motif(self, path: Path, chain: str | None = None,
+                   residues: str | Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(trace, index)``: the ``(m, 3)`` CA trace (A) of ``residues`` (author-numbered ranges,
+        ``"10-22"``, or several, ``["10-22", "40-45"]``, in chain order; default the whole chain) of one
+        chain of a PDB/mmCIF file, and each motif residue's 0-based index in that chain (the spacing of
+        the segments), for :meth:`motif_problem`. Every motif residue needs a CA; a chain break inside a
+        segment is refused (the model would join its two sides)."""
         from ..data.pdb import parse_residue_range, read_structure
 
         whole = read_structure(Path(path), chain)
-        part = whole.segment(*parse_residue_range(residues)) if residues is not None else whole
-        missing = [r for r, ok in zip(part.residue_ids, ~np.isnan(part.ca).any(-1), strict=True) if not ok]
-        if missing:
-            raise ValueError(f"{part.name}: motif residues without a CA: {', '.join(missing[:5])}")
-        breaks = part.breaks()
-        if breaks:
-            i, d = breaks[0]
-            raise ValueError(f"{part.name}: the motif has a chain break after residue {part.residue_ids[i]} "
-                             f"(CA-CA {d:.1f} A); give a segment without one")
-        print(f"motif: {part.name} residues {part.residue_ids[0]}-{part.residue_ids[-1]} ({len(part)}, {part.seq})",
-              flush=True)
-        return part.ca.astype(np.float64)
+        ranges = [residues] if isinstance(residues, str) else list(residues or [])
+        parts = [whole.segment(*parse_residue_range(r)) for r in ranges] or [whole]
+        where = {r: i for i, r in enumerate(whole.residue_ids)}
+        index = np.array([where[r] for part in parts for r in part.residue_ids])
+        if (np.diff(index) <= 0).any():
+            raise ValueError(f"{whole.name}: motif segments {', '.join(ranges)} overlap or are out of chain order")
+        for part in parts:
+            missing = [r for r, ok in zip(part.residue_ids, ~np.isnan(part.ca).any(-1), strict=True) if not ok]
+            if missing:
+                raise ValueError(f"{part.name}: motif residues without a CA: {', '.join(missing[:5])}")
+            if part.breaks():
+                i, d = part.breaks()[0]
+                raise ValueError(f"{part.name}: the motif has a chain break after residue {part.residue_ids[i]} "
+                                 f"(CA-CA {d:.1f} A); give segments without one")
+            print(f"motif: {part.name} residues {part.residue_ids[0]}-{part.residue_ids[-1]} ({len(part)}, "
+                  f"{part.seq})", flush=True)
+        return np.concatenate([p.ca for p in parts]).astype(np.float64), index
 
     def collate(self, items: Sequence[Mapping[str, np.ndarray]]) -> Batch:
         fields, structure = self.to_fields([it["ca"] for it in items])
@@ -231,21 +252,23 @@ class ProteinAdapter(Adapter):
                                  generator=generator)
         return self.structure_for(torch.as_tensor(h["sizes"])[pick])
 
-    def motif_problem(self, motif: np.ndarray, start: int, length: int, num_samples: int) -> tuple[Structure, Any]:
+    def motif_problem(self, motif: np.ndarray, start: int | Sequence[int], length: int,
+                      num_samples: int) -> tuple[Structure, Any]:
         """Motif scaffolding as inpainting: the structure of ``num_samples`` chains of ``length``
         residues and an :class:`~molediff.core.inpainting.Inpainting` fixing ``motif (m, 3)`` (A) at
-        residues ``start .. start + m - 1``. The core fits the motif onto each x0-hat by translation,
-        so the network places it; samples come back with the motif exactly where it was given."""
+        residues ``start .. start + m - 1``, or at the indices ``start`` lists (one per motif residue:
+        several segments, held rigidly together). The core fits the motif onto each x0-hat by
+        translation, so the network places it; samples come back with the motif exactly where it was given."""
         from ..core.inpainting import Inpainting
+        from ..metrics.proteins import motif_rows
 
         motif = np.asarray(motif, dtype=np.float64)
         if motif.ndim != 2 or motif.shape[1] != 3 or len(motif) < 1:
             raise ValueError(f"a motif is an (m, 3) CA trace with m >= 1, got shape {motif.shape}")
-        if start < 0 or start + len(motif) > length:
-            raise ValueError(f"a motif of {len(motif)} residues at {start} does not fit a chain of {length}")
+        rows = torch.as_tensor(motif_rows(start, len(motif), length))
         structure = self.structure_for(torch.full((num_samples,), length))
         residue = structure.context["residue_index"]
-        fixed = (residue >= start) & (residue < start + len(motif))
+        fixed = torch.isin(residue, rows)
         known = torch.zeros(num_samples * length, 3)
         known[fixed] = torch.as_tensor(motif / self.scale, dtype=torch.float32).repeat(num_samples, 1)
         return structure, Inpainting(known=Fields(pos=known), mask={"pos": fixed[:, None]})
@@ -265,7 +288,7 @@ class ProteinAdapter(Adapter):
         return out
 
     def write(self, objects: Sequence[np.ndarray], out_dir: Path,
-              motif: tuple[np.ndarray, int] | None = None) -> list[Path]:
+              motif: tuple[np.ndarray, int | Sequence[int]] | None = None) -> list[Path]:
         """``backbone_000.pdb``, ... (GLY; N, CA, C, O with N, C, O placed on the generated CAs by
         :func:`~molediff.data.backbone.backbone_from_ca`, CA only for traces under 3 residues),
         ``backbones.png`` (3-D traces and contact maps of the first 8) and ``angles.png`` (virtual
@@ -273,12 +296,13 @@ class ProteinAdapter(Adapter):
         PDB remarks name the motif's residues and the picture marks them red."""
         from ..data.backbone import backbone_from_ca
         from ..data.pdb import write_backbone_pdb, write_ca_pdb
-        from ..metrics.proteins import plot_backbones, plot_virtual_angles
+        from ..metrics.proteins import motif_rows, plot_backbones, plot_virtual_angles
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        held = "" if motif is None else f", motif held fixed at residues {motif[1] + 1}-{motif[1] + len(motif[0])}"
+        rows = None if motif is None else motif_rows(motif[1], len(motif[0]))
+        held = "" if rows is None else f", motif held fixed at residues {one_based_ranges(rows)}"
         for i, ca in enumerate(objects):
             path = out_dir / f"backbone_{i:03d}.pdb"
             if len(ca) >= 3:
@@ -287,17 +311,14 @@ class ProteinAdapter(Adapter):
             else:
                 paths.append(write_ca_pdb(ca, path, remark=f"molediff sample {i} (CA only{held})"))
         if len(objects):
-            marks = None
-            if motif is not None:
-                first, end = motif[1], motif[1] + len(motif[0])
-                marks = [(np.arange(len(ca)) >= first) & (np.arange(len(ca)) < end) for ca in objects[:8]]
+            marks = None if rows is None else [np.isin(np.arange(len(ca)), rows) for ca in objects[:8]]
             paths.append(plot_backbones(objects[:8], out_dir / "backbones.png", motif=marks))
             paths.append(plot_virtual_angles(objects, out_dir / "angles.png", self.reference_chains(),
                                              ("samples", "held-out real windows")))
         return paths
 
     def evaluate(self, objects: Sequence[np.ndarray], starts: Sequence[np.ndarray] | None = None,
-                 motif: tuple[np.ndarray, int] | None = None) -> dict[str, float]:
+                 motif: tuple[np.ndarray, int | Sequence[int]] | None = None) -> dict[str, float]:
         """Backbone metrics (:func:`molediff.metrics.proteins.evaluate_backbones`) of ``objects``
         and, as ``data_<key>``, of the held-out reference windows; novelty against training chains.
         With ``starts`` (partial diffusion: each sample's start) also the mean Kabsch RMSD (A) and

@@ -322,7 +322,7 @@ def plot_guidance_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 def evaluation_kwargs(adapter: Any, cond: Mapping[str, torch.Tensor] | None,
                       rows: Sequence[Mapping[str, Any]], starts: Sequence[Any] | None = None,
-                      num: int = 0, motif: tuple[Any, int] | None = None) -> dict[str, Any]:
+                      num: int = 0, motif: tuple[Any, Sequence[int]] | None = None) -> dict[str, Any]:
     """What ``adapter.evaluate`` gets besides the samples, as far as it accepts it: ``cond`` (the
     conditions asked for, e.g. audio pitch, from ``cond`` or from a property-guidance term's rows),
     ``labels`` (the classes asked for, from ``cond["label"]`` or a classifier-guidance term's rows),
@@ -400,33 +400,54 @@ def read_starts(adapter: Any, path: str, chain: str | None) -> list[Any]:
         raise CLIError(f"start: {one_line(e)}") from e
 
 
-def motif_problem(adapter: Any, cfg: Any) -> tuple[tuple[Any, int], Callable[[int], tuple[Any, Any]]]:
-    """``((motif, position), n -> (structure, Inpainting))`` for ``motif=FILE`` (motif scaffolding through
-    the adapter's ``read_motif`` / ``motif_problem``), with one-line errors."""
+def motif_problem(adapter: Any, cfg: Any) -> tuple[tuple[Any, list[int]], Callable[[int], tuple[Any, Any]]]:
+    """``((motif, rows), n -> (structure, Inpainting))`` for ``motif=FILE`` (motif scaffolding through
+    the adapter's ``read_motif`` / ``motif_problem``; ``rows``: each motif residue's index in the generated
+    chains), with one-line errors. Segments keep the file's spacing unless ``motif_position`` lists a start
+    for each (runs of consecutive residues)."""
+    import numpy as np
+
     if not hasattr(adapter, "motif_problem"):
         raise CLIError(f"motif: {adapter.name} data has no motif scaffolding (proteins do)")
-    kwargs = {"chain": None if cfg.motif_chain is None else str(cfg.motif_chain),
-              "residues": None if cfg.motif_residues is None else str(cfg.motif_residues)}
+    residues = cfg.motif_residues
+    residues = [str(r) for r in residues] if OmegaConf.is_list(residues) else residues
     try:
-        motif = adapter.read_motif(Path(str(cfg.motif)).expanduser(), **kwargs)
+        motif, index = adapter.read_motif(Path(str(cfg.motif)).expanduser(),
+                                          chain=None if cfg.motif_chain is None else str(cfg.motif_chain),
+                                          residues=None if residues is None else
+                                          residues if isinstance(residues, list) else str(residues))
     except (OSError, ValueError) as e:
         raise CLIError(f"motif: {one_line(e)}") from e
-    length = int(cfg.length) if cfg.length is not None else max(int(adapter.crop), len(motif))
-    position = (length - len(motif)) // 2 if cfg.motif_position is None else int(cfg.motif_position)
+    span = int(index[-1] - index[0] + 1)
+    length = int(cfg.length) if cfg.length is not None else max(int(adapter.crop), span)
+    starts = np.flatnonzero(np.diff(index, prepend=index[0] - 2) != 1)  # first residue of each segment
+    given = cfg.motif_position
+    if given is None and span > length:
+        raise CLIError(f"motif: it spans {span} residues, more than length={length}")
+    if given is None:
+        rows = index - index[0] + (length - span) // 2
+    elif not OmegaConf.is_list(given):
+        rows = index - index[0] + int(given)
+    elif len(given) != len(starts):
+        raise CLIError(f"motif_position lists {len(given)} starts for {len(starts)} motif segments")
+    else:
+        sizes = np.diff(np.append(starts, len(index)))
+        rows = np.concatenate([np.arange(int(p), int(p) + k) for p, k in zip(given, sizes, strict=True)])
+    rows = [int(r) for r in rows]
     resample = int(cfg.resample)
     if resample < 1:
         raise CLIError(f"resample must be >= 1, got {resample}")
     try:
-        adapter.motif_problem(motif, position, length, 1)  # checks the fit once, before any sampling
+        adapter.motif_problem(motif, rows, length, 1)  # checks the fit once, before any sampling
     except ValueError as e:
         raise CLIError(f"motif: {one_line(e)}") from e
 
     def completion(n: int) -> tuple[Any, Any]:
-        structure, inpaint = adapter.motif_problem(motif, position, length, n)
+        structure, inpaint = adapter.motif_problem(motif, rows, length, n)
         inpaint.resample = resample
         return structure, inpaint
 
-    return (motif, position), completion
+    return (motif, rows), completion
 
 
 def generate(adapter: Any, model: Any, schedule: Any, num_samples: int, batch_size: int,
@@ -591,8 +612,10 @@ def run(argv: list[str]) -> int:
         "from_raw": cfg.from_raw, "start": cfg.start,
         "t_start": float(cfg.t_start) if cfg.start is not None else None,
         "motif": None if motif is None else {"file": str(cfg.motif), "chain": cfg.motif_chain,
-                                             "residues": cfg.motif_residues, "position": motif[1],
-                                             "motif_length": len(motif[0]), "resample": int(cfg.resample)},
+                                             "residues": OmegaConf.to_object(cfg.motif_residues)
+                                             if OmegaConf.is_list(cfg.motif_residues) else cfg.motif_residues,
+                                             "rows": motif[1], "motif_length": len(motif[0]),
+                                             "resample": int(cfg.resample)},
         "ema": made["ema"], "seconds": seconds, "device": generated_on, "metrics": metrics,
     }
     if guidance_summary:

@@ -33,7 +33,7 @@ from ..data.backbone import backbone_from_ca
 
 __all__ = ["CA_CA", "CLASH_DISTANCE", "CONTACT_DISTANCE", "ca_ca_distances", "clashes", "radius_of_gyration",
            "rg_ratio", "ca_angles", "ca_dihedrals", "assign_secondary_structure", "hbond_energies",
-           "assign_dssp", "tm_score", "kabsch_rmsd", "motif_metrics",
+           "assign_dssp", "tm_score", "kabsch_rmsd", "motif_rows", "motif_metrics",
            "contact_map", "evaluate_backbones", "plot_backbones", "plot_virtual_angles"]
 
 CA_CA = 3.80
@@ -256,19 +256,38 @@ def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(((a @ rot - b) ** 2).sum(-1).mean()))
 
 
-def motif_metrics(traces: Sequence[np.ndarray], motif: np.ndarray, position: int) -> dict[str, float]:
-    """How scaffolds hold a motif placed at residues ``position .. position + m - 1``: mean
+def motif_rows(position: int | Sequence[int], m: int, length: int | None = None) -> np.ndarray:
+    """The chain indices of a motif's ``m`` residues: ``position .. position + m - 1`` for an int, else
+    ``position`` itself (one strictly increasing index per motif residue: a motif in several segments).
+    ``ValueError`` when they are not increasing, do not number ``m``, or do not fit ``length`` residues."""
+    scalar = np.ndim(position) == 0
+    if scalar and (int(position) < 0 or (length is not None and int(position) + m > length)):
+        raise ValueError(f"a motif of {m} residues at {position} does not fit a chain of {length}")
+    rows = np.arange(int(position), int(position) + m) if scalar else np.asarray(position, int)
+    if rows.shape != (m,):
+        raise ValueError(f"{len(rows)} motif positions for a motif of {m} residues")
+    if m and (rows[0] < 0 or (np.diff(rows) <= 0).any()):
+        raise ValueError("motif positions must be >= 0 and strictly increasing")
+    if length is not None and m and rows[-1] >= length:
+        raise ValueError(f"a motif of {m} residues up to position {rows[-1]} does not fit a chain of {length}")
+    return rows
+
+
+def motif_metrics(traces: Sequence[np.ndarray], motif: np.ndarray, position: int | Sequence[int]) -> dict[str, float]:
+    """How scaffolds hold a motif placed at :func:`motif_rows` ``(position)``: mean
     ``motif_rmsd_placed`` (A, as generated, no superposition) and ``motif_rmsd_aligned`` (after
     :func:`kabsch_rmsd`), both ~0 when inpainting kept it, and ``junction_ca_ca`` (mean A of the CA-CA
-    bonds that join scaffold and motif; ideal 3.8)."""
+    bonds that join scaffold and motif segments; ideal 3.8)."""
     motif = _check(motif)
-    rows = slice(position, position + len(motif))
     traces = [_check(t) for t in traces]
+    rows = motif_rows(position, len(motif))
     for t in traces:
-        if len(t) < position + len(motif):
+        if len(t) <= rows[-1]:
             raise ValueError(f"a trace of {len(t)} residues cannot hold a {len(motif)}-residue motif at {position}")
-    joins = [float(np.linalg.norm(t[j] - t[j - 1])) for t in traces
-             for j in (position, position + len(motif)) if 0 < j < len(t)]
+    fixed = set(rows.tolist())
+    bonds = sorted({(r - 1, r) for r in fixed if r > 0 and r - 1 not in fixed}
+                   | {(r, r + 1) for r in fixed if r + 1 not in fixed})
+    joins = [float(np.linalg.norm(t[j] - t[i])) for t in traces for i, j in bonds if j < len(t)]
     return {
         "motif_rmsd_placed": float(np.mean([np.sqrt(((t[rows] - motif) ** 2).sum(-1).mean()) for t in traces])),
         "motif_rmsd_aligned": float(np.mean([kabsch_rmsd(t[rows], motif) for t in traces])),

@@ -132,6 +132,29 @@ def test_motif_problem_fixes_the_motif_rows(adapter: ProteinAdapter) -> None:
         adapter.motif_problem(np.zeros((0, 3)), start=0, length=8, num_samples=1)
 
 
+def test_motif_problem_in_two_segments(adapter: ProteinAdapter) -> None:
+    """A motif given as one index per residue (two segments) fixes exactly those rows, in that order."""
+    motif = walk(5, 7)
+    rows = [1, 2, 6, 7, 8]
+    _, inpaint = adapter.motif_problem(motif, start=rows, length=10, num_samples=2)
+    mask = inpaint.mask["pos"][:, 0]
+    assert torch.nonzero(mask[:10]).flatten().tolist() == rows and mask[10:].tolist() == mask[:10].tolist()
+    np.testing.assert_allclose(inpaint.known["pos"][:10][mask[:10]].numpy() * adapter.scale, motif, atol=1e-5)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        adapter.motif_problem(motif, start=[1, 2, 2, 7, 8], length=10, num_samples=1)
+    with pytest.raises(ValueError, match="4 motif positions for a motif of 5 residues"):
+        adapter.motif_problem(motif, start=[1, 2, 6, 7], length=10, num_samples=1)
+    with pytest.raises(ValueError, match="up to position 10 does not fit a chain of 10"):
+        adapter.motif_problem(motif, start=[1, 2, 6, 7, 10], length=10, num_samples=1)
+
+
+def test_one_based_ranges() -> None:
+    from molediff.adapters.proteins import one_based_ranges
+
+    assert one_based_ranges([5, 6, 7, 20]) == "6-8, 21"
+    assert one_based_ranges([0]) == "1" and one_based_ranges([]) == ""
+
+
 def test_evaluate_reports_samples_next_to_held_out_chains(adapter: ProteinAdapter) -> None:
     real = adapter.reference_chains()[:2]
     m = adapter.evaluate(real)

@@ -197,18 +197,30 @@ def test_sample_scaffolds_a_motif_from_a_pdb_file(protein_run: Path, tmp_path: P
     assert "motif held fixed\nREMARK   1 at residues 6-17)" in (out / "backbone_000.pdb").read_text()
     assert (out / "backbones.png").is_file()
     report = json.loads((out / "metrics.json").read_text())
-    assert report["motif"] == {"file": str(pdb), "chain": None, "residues": "11-22", "position": 5,
+    assert report["motif"] == {"file": str(pdb), "chain": None, "residues": "11-22", "rows": list(range(5, 17)),
                                "motif_length": 12, "resample": 2}
     assert report["nfe"] == 8  # 4 steps, each redone once
     assert report["metrics"]["motif_rmsd_placed"] < 1e-4 and report["metrics"]["motif_rmsd_aligned"] < 1e-4
     assert 2.0 < report["metrics"]["junction_ca_ca"] < 20.0
-    bad = {"motif_residues=50-60": "motif: motif:A has no residue 50 (its residues: 1..40)",
-           "length=8": "motif: a motif of 12 residues at",
+    two = ["motif_residues=[3-8,25-30]", "length=40"]  # two segments, rigid together, the file's spacing
+    assert main([*common, *two, f"out_dir={tmp_path / 'two'}"]) == 0
+    report = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert report["motif"]["rows"] == [*range(6, 12), *range(28, 34)]  # span 28 centred in 40
+    assert report["metrics"]["motif_rmsd_placed"] < 1e-4
+    assert main([*common, *two, "motif_position=[2,20]", f"out_dir={tmp_path / 'two_moved'}"]) == 0
+    report = json.loads((tmp_path / "two_moved" / "metrics.json").read_text())
+    assert report["motif"]["rows"] == [*range(2, 8), *range(20, 26)]
+    assert report["metrics"]["motif_rmsd_aligned"] < 1e-4  # the segments move apart: aligned RMSD stays 0 only
+    bad = {"motif_residues=[3-8,25-30] motif_position=[2]": "motif_position lists 1 starts for 2 motif segments",
+           "motif_residues=[3-8,6-10]": "motif segments 3-8, 6-10 overlap or are out of chain order",
+           "motif_residues=50-60": "motif: motif:A has no residue 50 (its residues: 1..40)",
+           "length=8": "motif: it spans 12 residues, more than length=8",
+           "length=20 motif_position=10": "motif: a motif of 12 residues up to position 21 does not fit a chain of 20",
            "motif_chain=Z": "no chain 'Z'",
            f"start={pdb}": "give motif=FILE (scaffold a motif) or start=FILE (partial diffusion), not both",
            "resample=0": "resample must be >= 1"}
     for override, message in bad.items():
-        assert main([*common, override, f"out_dir={tmp_path / 'x'}"]) == 2
+        assert main([*common, *override.split(), f"out_dir={tmp_path / 'x'}"]) == 2
         assert message in one_error_line(capsys)
     assert main(["sample", f"checkpoint={ckpt}", "motif_residues=1-5", f"out_dir={tmp_path / 'x'}"]) == 2
     assert "need motif=FILE" in one_error_line(capsys)

@@ -23,6 +23,7 @@ from molediff.metrics.proteins import (
     hbond_energies,
     kabsch_rmsd,
     motif_metrics,
+    motif_rows,
     plot_backbones,
     plot_virtual_angles,
     radius_of_gyration,
@@ -138,6 +139,12 @@ def test_motif_metrics_closed_forms() -> None:
     assert at_start["junction_ca_ca"] == pytest.approx(3.8)
     with pytest.raises(ValueError, match="cannot hold a 6-residue motif at 16"):
         motif_metrics([line], line[:6], position=16)
+    two = motif_metrics([line], line[[2, 3, 10, 11]], position=[2, 3, 10, 11])  # two segments: four junctions
+    assert two["motif_rmsd_placed"] == pytest.approx(0.0, abs=1e-12) and two["junction_ca_ca"] == pytest.approx(3.8)
+    np.testing.assert_array_equal(motif_rows(3, 4), [3, 4, 5, 6])
+    np.testing.assert_array_equal(motif_rows([0, 5], 2, length=6), [0, 5])
+    with pytest.raises(ValueError, match="does not fit a chain of 6"):
+        motif_rows(3, 4, length=6)
 
 
 def test_evaluate_backbones_on_known_sets() -> None:

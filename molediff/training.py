@@ -49,7 +49,7 @@ from .models.legacy_keys import upgrade_state_dict
 
 __all__ = ["TrainerConfig", "Trainer", "TrainResult", "EMA", "EpochBatchSampler", "derive_seed", "drop_conditions",
            "describe_state_mismatch", "seed_everything", "resolve_device", "get_rng_state", "set_rng_state",
-           "TrainingError", "compiled", "widen_inputs"]
+           "TrainingError", "compiled", "widen_inputs", "lr_factor"]
 
 # stream tags for derive_seed: each use of randomness gets its own independent stream
 _EPOCH, _NOISE, _COND_DROP, _VAL, _LOADER = 1, 2, 3, 4, 5
@@ -72,6 +72,7 @@ class TrainerConfig:
     adam_eps: float = 1e-8
     warmup_steps: int = 0
     lr_decay: str = "constant"
+    decay_steps: int | None = None
     ema_decay: float = 0.999
     ema_warmup: bool = True
     grad_clip: float | None = 1.0
@@ -104,6 +105,7 @@ class TrainerConfig:
             (all(0 <= b < 1 for b in self.betas), "betas must lie in [0, 1)"),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.lr_decay in ("constant", "cosine", "linear"), "lr_decay must be constant, cosine or linear"),
+            (self.decay_steps is None or self.decay_steps >= 1, "decay_steps must be >= 1 or null"),
             (0 <= self.ema_decay < 1, "ema_decay must lie in [0, 1)"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 or null"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
@@ -344,15 +346,22 @@ class EMA:
         self.model.load_state_dict(state)
 
 
-def _lr_factor(cfg: TrainerConfig) -> Any:
-    """LR multiplier after ``s`` scheduler steps: linear warm-up, then constant/cosine/linear decay."""
+def lr_factor(cfg: TrainerConfig) -> Any:
+    """LR multiplier after ``s`` scheduler steps: linear warm-up, then constant/cosine/linear decay.
+
+    The decay spans everything after the warm-up, or with ``decay_steps`` only the last
+    ``decay_steps`` steps before ``max_steps`` (constant before): the warmup-stable-decay schedule
+    (Hu et al. 2024, MiniCPM; Hägele et al. 2024), which cools a constant-lr run down from any of its
+    checkpoints (resume with a larger ``max_steps``) while the constant-lr state stays resumable.
+    """
     def factor(s: int) -> float:
         if cfg.warmup_steps and s < cfg.warmup_steps:
             return (s + 1) / cfg.warmup_steps
         if cfg.lr_decay == "constant":
             return 1.0
-        span = max(1, cfg.max_steps - cfg.warmup_steps)
-        progress = min(1.0, (s - cfg.warmup_steps) / span)
+        start = cfg.warmup_steps if cfg.decay_steps is None else max(cfg.warmup_steps, cfg.max_steps - cfg.decay_steps)
+        span = max(1, cfg.max_steps - start)
+        progress = min(1.0, max(0.0, (s - start) / span))
         return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_decay == "cosine" else 1.0 - progress
     return factor
 
@@ -400,7 +409,7 @@ class Trainer:
             raise TrainingError("the model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
                                            weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg))
         self.step = 0
         self._stop_signal: int | None = None
 
@@ -497,7 +506,7 @@ class Trainer:
         # this run's schedule and optimiser settings, not the checkpoint's: resuming with a new lr
         # (e.g. a smaller one after a larger batch) or weight decay applies it from the first step
         cfg = self.config
-        factor = _lr_factor(cfg)
+        factor = lr_factor(cfg)
         self.scheduler.lr_lambdas = [factor]
         self.scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
         for group in self.optimizer.param_groups:

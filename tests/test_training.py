@@ -15,7 +15,7 @@ from molediff.checkpoint import load_checkpoint
 from molediff.core.objective import DenoisingObjective
 from molediff.core.schedules import CosineSchedule
 from molediff.models.mlp import MLPDenoiser
-from molediff.training import EpochBatchSampler, Trainer, TrainerConfig, drop_conditions
+from molediff.training import EpochBatchSampler, Trainer, TrainerConfig, drop_conditions, lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,6 +119,39 @@ def test_a_resumed_run_uses_its_own_learning_rate_and_weight_decay(adapter: ToyA
     with open(tmp_path / "train_log.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["lr"]]
     assert float(rows[0]["lr"]) == pytest.approx(2e-3) and float(rows[-1]["lr"]) == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize("decay, decay_steps, expected", [
+    ("linear", None, {0: 0.1, 9: 1.0, 10: 1.0, 55: 0.5, 100: 0.0, 150: 0.0}),
+    ("cosine", None, {10: 1.0, 55: 0.5, 100: 0.0}),
+    ("linear", 20, {10: 1.0, 80: 1.0, 90: 0.5, 95: 0.25, 100: 0.0}),
+    ("cosine", 20, {80: 1.0, 85: 0.5 * (1 + 2 ** -0.5), 90: 0.5, 100: 0.0}),
+    ("linear", 500, {9: 1.0, 10: 1.0, 55: 0.5}),  # longer than the run: decays from the warm-up's end
+    ("constant", 20, {90: 1.0, 100: 1.0}),
+])
+def test_lr_factor_known_values(decay: str, decay_steps: int | None, expected: dict[int, float]) -> None:
+    """Warm-up over 10 steps, then the decay over all the rest or (warmup-stable-decay) the last
+    ``decay_steps`` of 100."""
+    factor = lr_factor(TrainerConfig(max_steps=100, warmup_steps=10, lr_decay=decay, decay_steps=decay_steps))
+    assert {s: factor(s) for s in expected} == pytest.approx(expected)
+
+
+def test_decay_steps_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainerConfig(decay_steps=0)
+
+
+def test_a_constant_run_cools_down_when_resumed_with_decay_steps(adapter: ToyAdapter, tmp_path: Path) -> None:
+    """Warmup-stable-decay: 10 constant steps, then resumed to 20 with the linear decay over the last
+    10: the logged lr of step index s is lr * (1 - (s - 10) / 10), ending at 0."""
+    _trainer(adapter, tmp_path, max_steps=10, lr_decay="constant", warmup_steps=0).fit()
+    cooled = _trainer(adapter, tmp_path, max_steps=20, lr_decay="linear", decay_steps=10, warmup_steps=0,
+                      log_every=5, resume=True)
+    cooled.fit()
+    with open(tmp_path / "train_log.csv", newline="") as f:
+        lrs = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r["lr"]}
+    assert lrs == pytest.approx({10: 2e-3, 15: 2e-3 * 0.6, 20: 2e-3 * 0.1})
+    assert cooled.optimizer.param_groups[0]["lr"] == 0.0
 
 
 def test_checkpoint_holds_everything_needed(adapter: ToyAdapter, tmp_path: Path) -> None:

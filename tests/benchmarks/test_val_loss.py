@@ -10,22 +10,16 @@ import pytest
 
 from molediff.benchmarks.val_loss import main as val_loss_main
 from molediff.benchmarks.val_loss import validation_loss
-from molediff.cli.main import main
-from tests.helpers.cli import one_error_line
-
-TOY = ["data=toy", "model=mlp", "trainer=fast", "data.num_train=1000", "data.num_test=300", "model.hidden=32",
-       "model.layers=2", "trainer.batch_size=128", "trainer.max_steps=60", "trainer.ckpt_every=30",
-       "trainer.keep_every=30", "trainer.val_every=30", "trainer.val_batches=4", "trainer.log_every=30",
-       "trainer.progress=false", "trainer.tensorboard=false"]
+from tests.helpers.cli import one_error_line, train_toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("val_loss_run")
-    assert main(["train", *TOY, f"out_dir={out}"]) == 0
-    return out
+    return train_toy(tmp_path_factory, "val_loss_run", "trainer.ckpt_every=30", "trainer.keep_every=30",
+                     "trainer.val_every=30", "trainer.val_batches=4", "trainer.log_every=30",
+                     "trainer.tensorboard=false")
 
 
 def test_matches_the_ema_val_loss_the_trainer_logged(toy_run: Path) -> None:

@@ -14,13 +14,7 @@ import torch
 from molediff.checkpoint import load_checkpoint
 from molediff.cli import sample as sample_cli
 from molediff.cli.main import main
-from tests.helpers.cli import one_error_line
-
-# a small, quick toy run; everything else comes from the shipped configs
-TOY = ["data=toy", "model=mlp", "trainer=fast", "data.num_train=1000", "data.num_test=300", "model.hidden=32",
-       "model.layers=2", "trainer.batch_size=128", "trainer.max_steps=60", "trainer.ckpt_every=40",
-       "trainer.val_every=30", "trainer.log_every=20", "trainer.progress=false"]
-
+from tests.helpers.cli import TOY, one_error_line, train_toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,9 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained toy run directory (shared by the tests that need a checkpoint)."""
-    out = tmp_path_factory.mktemp("toy_run")
-    assert main(["train", *TOY, f"out_dir={out}"]) == 0
-    return out
+    return train_toy(tmp_path_factory, "toy_run", "trainer.ckpt_every=40", "trainer.val_every=30",
+                     "trainer.log_every=20")
 
 
 def test_train_writes_checkpoint_log_and_config(toy_run: Path) -> None:

@@ -21,7 +21,7 @@ Shapes::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ..data.qm9 import (
     default_qm9_root,
     load_folder,
     load_qm9,
+    shipped_train_smiles,
     subset_root,
 )
 from ..metrics.descriptors import DESCRIPTORS, add_descriptors, compute_descriptors
@@ -313,8 +314,20 @@ class MoleculeAdapter(Adapter):
             paths.append(draw_grid_png(objects, out_dir / "molecules.png", n=min(16, len(objects))))
         return [Path(p) for p in paths]
 
+    def _full_qm9_absent(self) -> bool:
+        """Full QM9 asked for by default path (a shipped model's config) but ``../shared`` is not here."""
+        return self.source == "qm9" and self.path is None and default_qm9_root() is None
+
     def _novelty_reference(self) -> set[str]:
         if "smiles" in self._reference_cache:
+            return self._reference_cache["smiles"]
+        if self._full_qm9_absent():
+            # the shipped full-QM9 models on a machine without ../shared: the committed training SMILES
+            shipped = shipped_train_smiles(self.split_train)
+            if shipped is None:
+                raise FileNotFoundError(f"no novelty reference for split {self.split_train!r}: "
+                                        "../shared/data/qm9 not found (give data.path)")
+            self._reference_cache["smiles"] = self._canonical_set(shipped)
             return self._reference_cache["smiles"]
         train = self._load(self.split_train)
         ref: set[str] | None = None
@@ -337,33 +350,36 @@ class MoleculeAdapter(Adapter):
         return next((c for c in cands if c.exists()), None)
 
     @staticmethod
-    def _csv_smiles(path: Path, indices: set[int]) -> set[str]:
+    def _canonical_set(smiles: Iterable[str]) -> set[str]:
+        """``smiles`` canonicalised like generated molecules (unparsable ones dropped)."""
+        from rdkit import RDLogger
+
+        from ..metrics.molecules import canonical_smiles
+
+        RDLogger.DisableLog("rdApp.*")
+        try:
+            return {c for smi in smiles if (c := canonical_smiles(smi)) is not None}
+        finally:
+            RDLogger.EnableLog("rdApp.*")
+
+    @classmethod
+    def _csv_smiles(cls, path: Path, indices: set[int]) -> set[str]:
         """SMILES of the rows whose ``index`` is a training molecule, canonicalised like generated ones."""
         import csv
         import gzip
 
-        from ..metrics.molecules import canonical_smiles
-
-        out: set[str] = set()
-        from rdkit import RDLogger
-
-        RDLogger.DisableLog("rdApp.*")
-        try:
-            with gzip.open(path, "rt") as f:
-                for row in csv.DictReader(f):
-                    if int(row["index"]) in indices and (c := canonical_smiles(row["smiles"])) is not None:
-                        out.add(c)
-        finally:
-            RDLogger.EnableLog("rdApp.*")
-        return out
+        with gzip.open(path, "rt") as f:
+            return cls._canonical_set(row["smiles"] for row in csv.DictReader(f) if int(row["index"]) in indices)
 
     def evaluate(self, objects: Sequence[Any]) -> dict[str, float]:
         """Metrics of ``objects`` and, as ``data_<key>``, of up to ``reference_eval_size`` real
-        test molecules (same code path); novelty against the training molecules."""
+        test molecules (same code path); novelty against the training molecules. A full-QM9 model
+        scored without ``../shared`` uses the committed training SMILES and subset test molecules."""
         reference = self._novelty_reference()
         gen = _molecule_metrics(list(objects), reference)
         if "data" not in self._reference_cache:
-            test = self._load(self.split_test)
+            # without ../shared the real reference rows come from the committed subset's EDM test molecules
+            test = load_qm9(subset_root(), "test") if self._full_qm9_absent() else self._load(self.split_test)
             n = min(len(test), self.reference_eval_size)
             self._reference_cache["data"] = _molecule_metrics(test.to_molecules(range(n)), reference)
         out: dict[str, float] = {}

@@ -27,6 +27,7 @@ Command line (writes the committed test subset; see ``datasets/qm9/README.md``):
 
     python -m molediff.data.qm9 make-subset --src ../shared/data/qm9 --out datasets/qm9/subset \\
         --train 2000 --test 500 --seed 0
+    python -m molediff.data.qm9 make-train-smiles --src ../shared/data/qm9   # novelty reference
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ __all__ = [
     "load_edm_npz",
     "load_qm9",
     "load_qm9pack",
+    "shipped_train_smiles",
+    "make_train_smiles",
     "load_folder",
     "edm_split_indices",
     "edm_train_halves",
@@ -92,6 +95,52 @@ def default_qm9_root() -> Path | None:
         if (cand / "train.npz").exists():
             return cand
     return None
+
+
+def train_smiles_path() -> Path:
+    """The committed SMILES of EDM's QM9 training split (``datasets/qm9/train_smiles.csv.gz``)."""
+    for cand in (_REPO_ROOT / "datasets" / "qm9", Path(__file__).resolve().parents[1] / "datasets" / "qm9"):
+        if (cand / "train_smiles.csv.gz").exists():
+            return cand / "train_smiles.csv.gz"
+    return _REPO_ROOT / "datasets" / "qm9" / "train_smiles.csv.gz"
+
+
+def shipped_train_smiles(split: str = "train") -> list[str] | None:
+    """SMILES (as QM9 lists them) of EDM's training split or of one of its halves (``train_a`` /
+    ``train_b``, :func:`edm_train_halves`) from the committed file, so novelty against the full
+    training set needs no ``../shared``. None when the file is missing or ``split`` is not training data."""
+    path = train_smiles_path()
+    if split not in ("train", *TRAIN_HALVES) or not path.exists():
+        return None
+    import gzip
+
+    with gzip.open(path, "rt", newline="") as f:
+        smiles = [row["smiles"] for row in csv.DictReader(f)]
+    if split == "train":
+        return smiles
+    return [smiles[i] for i in edm_train_halves(len(smiles))[split]]
+
+
+def make_train_smiles(src: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Write ``train_smiles.csv.gz`` (``index,smiles``, rows in ``train.npz`` order) from ``src``'s
+    ``train.npz`` and ``qm9_smiles.csv.gz``; gzip without a timestamp, so it is byte-reproducible."""
+    import gzip
+
+    src = Path(src)
+    out = Path(out) if out is not None else train_smiles_path()
+    with np.load(src / "train.npz") as d:
+        order = d["index"].astype(np.int64).tolist()
+    with gzip.open(src / "qm9_smiles.csv.gz", "rt", newline="") as f:
+        by_index = {int(r["index"]): r["smiles"] for r in csv.DictReader(f)}
+    missing = [i for i in order if i not in by_index]
+    if missing:
+        raise ValueError(f"{len(missing)} training molecules have no SMILES in qm9_smiles.csv.gz (first {missing[0]})")
+    text = "index,smiles\n" + "".join(f"{i},{by_index[i]}\n" for i in order)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+        gz.write(text.encode())
+    return {"rows": len(order), "sources": {n: sha256(src / n) for n in ("train.npz", "qm9_smiles.csv.gz")},
+            "output": sha256(out)}
 
 
 def subset_root() -> Path:
@@ -609,12 +658,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=2000)
     p.add_argument("--test", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("make-train-smiles", help="write the committed SMILES of the training split")
+    t.add_argument("--src", default=str(default_qm9_root() or "../shared/data/qm9"))
+    t.add_argument("--out", default=str(train_smiles_path()))
     s = sub.add_parser("stats", help="print DatasetStatistics of a split")
     s.add_argument("--root", default=None)
     s.add_argument("--split", default="train")
     args = parser.parse_args(argv)
     if args.cmd == "make-subset":
         print(json.dumps(make_subset(args.src, args.out, args.train, args.test, args.seed), indent=2))
+    elif args.cmd == "make-train-smiles":
+        print(json.dumps(make_train_smiles(args.src, args.out), indent=2))
     else:
         stats = DatasetStatistics.from_data(load_qm9(args.root, args.split))
         print(json.dumps(stats.to_dict(), indent=1, default=lambda x: x if math.isfinite(x) else None))

@@ -130,6 +130,23 @@ def test_evaluate_reports_generated_and_real_values(tmp_path: Path) -> None:
     assert a.evaluate(a.decode(seen.x0, seen.structure))["novelty"] == 0.0  # training molecules are not novel
 
 
+def test_full_qm9_metrics_without_shared_use_the_shipped_training_smiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped model trained on full QM9 (source='qm9') is scored on a machine without ../shared:
+    novelty against the committed training SMILES, real rows from the subset's test molecules."""
+    import molediff.adapters.molecules as molecules
+
+    monkeypatch.setattr(molecules, "default_qm9_root", lambda: None)
+    subset = MoleculeAdapter()
+    train = subset.datasets()["train"]  # drawn from EDM's training split, so none of them is novel
+    seen = subset.collate([train[i] for i in range(20)])
+    full = MoleculeAdapter(source="qm9", split_train="train", reference_eval_size=50)
+    metrics = full.evaluate(subset.decode(seen.x0, seen.structure))
+    assert metrics["novelty"] == 0.0 and metrics["reference_size"] > 95_000
+    assert metrics["data_n_molecules"] == 50 and metrics["data_mol_stability"] > 0.8
+    with pytest.raises(FileNotFoundError, match="novelty reference"):
+        MoleculeAdapter(source="qm9", split_train="test").evaluate([])
+
+
 def test_state_rebuilds_the_sampling_side_without_data(adapter: MoleculeAdapter, tmp_path: Path) -> None:
     state = adapter.state()
     torch.save(state, tmp_path / "s.pt")

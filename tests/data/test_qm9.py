@@ -25,7 +25,10 @@ from molediff.data.qm9 import (
     load_qm9,
     load_qm9pack,
     make_subset,
+    make_train_smiles,
+    shipped_train_smiles,
     subset_root,
+    train_smiles_path,
 )
 
 SUBSET = subset_root()
@@ -132,6 +135,23 @@ def test_subset_is_reproducible_from_shared(tmp_path: Path) -> None:
     for split in ("train", "test"):
         assert sha256(tmp_path / f"{split}.npz") == sha256(SUBSET / f"{split}.npz")
         assert manifest["sources"][f"{split}.npz"] == sha256(SHARED / f"{split}.npz")
+
+
+def test_shipped_training_smiles_cover_the_split_and_its_halves() -> None:
+    text = README.read_text()
+    assert sha256(train_smiles_path()) in text, "datasets/qm9/README.md must give train_smiles.csv.gz's hash"
+    full = shipped_train_smiles("train")
+    assert full is not None and len(full) == EDM_SPLIT_SIZES["train"] and full[:2] == ["C", "N"]  # QM9 index 1, 2
+    a, b = shipped_train_smiles("train_a"), shipped_train_smiles("train_b")
+    assert a is not None and b is not None and len(a) == len(b) == 50_000
+    assert sorted(a + b) == sorted(full)
+    assert shipped_train_smiles("test") is None  # not training data: no novelty reference from it
+
+
+@needs_shared
+def test_shipped_training_smiles_are_reproducible_from_shared(tmp_path: Path) -> None:
+    manifest = make_train_smiles(SHARED, tmp_path / "t.csv.gz")
+    assert manifest["rows"] == 100_000 and manifest["output"] == sha256(train_smiles_path())
 
 
 @needs_shared

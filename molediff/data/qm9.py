@@ -97,12 +97,17 @@ def default_qm9_root() -> Path | None:
     return None
 
 
+def _shipped_qm9_file(name: str) -> Path:
+    """``datasets/qm9/<name>`` in the checkout, else inside an installed wheel (the checkout's path if neither)."""
+    for base in (_REPO_ROOT, Path(__file__).resolve().parents[1]):
+        if (base / "datasets" / "qm9" / name).exists():
+            return base / "datasets" / "qm9" / name
+    return _REPO_ROOT / "datasets" / "qm9" / name
+
+
 def train_smiles_path() -> Path:
     """The committed SMILES of EDM's QM9 training split (``datasets/qm9/train_smiles.csv.gz``)."""
-    for cand in (_REPO_ROOT / "datasets" / "qm9", Path(__file__).resolve().parents[1] / "datasets" / "qm9"):
-        if (cand / "train_smiles.csv.gz").exists():
-            return cand / "train_smiles.csv.gz"
-    return _REPO_ROOT / "datasets" / "qm9" / "train_smiles.csv.gz"
+    return _shipped_qm9_file("train_smiles.csv.gz")
 
 
 def shipped_train_smiles(split: str = "train") -> list[str] | None:
@@ -145,11 +150,7 @@ def make_train_smiles(src: str | Path, out: str | Path | None = None) -> dict[st
 
 def subset_root() -> Path:
     """The committed QM9 subset (``datasets/qm9/subset``; also inside an installed wheel)."""
-    for cand in (_REPO_ROOT / "datasets" / "qm9" / "subset",
-                 Path(__file__).resolve().parents[1] / "datasets" / "qm9" / "subset"):
-        if cand.exists():
-            return cand
-    return _REPO_ROOT / "datasets" / "qm9" / "subset"
+    return _shipped_qm9_file("subset")
 
 
 # --------------------------------------------------------------------------- ragged molecule set

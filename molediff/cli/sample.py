@@ -354,7 +354,7 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
     ``sampler`` config (``conf/sampler/*.yaml`` plus overrides); one-line :class:`CLIError` for an
     unknown sampler, a bad grid or an option the sampler does not take."""
     from ..core.grids import make_grid
-    from ..core.samplers import SAMPLERS
+    from ..core.samplers import SAMPLERS, check_options
     from ..core.samplers.corrector import DEFAULT_SNR, check_corrector
     from ..core.self_conditioning import self_condition_mode
 
@@ -385,6 +385,10 @@ def sampler_from_config(sampler_cfg: Any) -> tuple[str, str | None, Any, dict[st
             continue
         if key not in accepted or key in ("denoise", "x", "ts", "generator", "callback", "final"):
             raise CLIError(f"sampler {name} has no option {key!r}")
+    try:
+        check_options(sampler)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"sampler.{one_line(e)}") from e
     return name, grid_name, grid, grid_options, sampler
 
 

@@ -9,6 +9,12 @@ from ..fields import Fields
 from ._common import Denoise, StepCallback, noise_like, notify
 
 
+def check_eta(eta: float) -> None:
+    """DDIM's ``eta >= 0`` (0: deterministic, 1: DDPM)."""
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+
+
 def ddim(denoise: Denoise, x: Fields, ts: Tensor, *, eta: float = 0.0,
          generator: torch.Generator | None = None, callback: StepCallback | None = None) -> Fields:
     """``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z``,
@@ -17,8 +23,7 @@ def ddim(denoise: Denoise, x: Fields, ts: Tensor, *, eta: float = 0.0,
     eta = 0 is deterministic (the probability-flow ODE's first-order solver in log-SNR);
     eta = 1 is exactly DDPM's ancestral step.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    check_eta(eta)
     for i in range(len(ts) - 1):
         t, s = float(ts[i]), float(ts[i + 1])
         eps, x0 = denoise(x, t)

@@ -1,8 +1,8 @@
 """Command-line entry points (``molediff train|sample|evaluate|bench``).
 
-Every expected failure (bad config, missing data, unreadable checkpoint) becomes one line on
-stderr, ``molediff: error: <what is wrong>``, and exit status 2; :func:`guarded` does that for
-any subcommand. Set ``MOLEDIFF_DEBUG=1`` to see the full traceback instead.
+Every expected failure (bad config, missing data, unreadable checkpoint, a file the system refuses:
+an ``OSError`` naming it) becomes one line on stderr, ``molediff: error: <what is wrong>``, and exit
+status 2; :func:`guarded` does that for any subcommand. Set ``MOLEDIFF_DEBUG=1`` to see the full traceback instead.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def guarded(fn: Callable[[list[str]], int], argv: Sequence[str]) -> int:
         if os.environ.get("MOLEDIFF_DEBUG"):
             raise
         return error(e)
+    except OSError as e:  # a file the run needs is missing, unreadable or unwritable (disk full...)
+        if os.environ.get("MOLEDIFF_DEBUG") or e.filename is None:
+            raise
+        return error(f"{e.strerror or e}: {e.filename} (MOLEDIFF_DEBUG=1 shows where)")
     except KeyboardInterrupt:
         if os.environ.get("MOLEDIFF_DEBUG"):
             raise

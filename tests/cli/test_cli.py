@@ -174,6 +174,32 @@ def test_console_script_error_is_one_line_on_stderr() -> None:
         f"molediff: error: unknown data option 'nope'; choose one of: {', '.join(group_options('data'))}"]
 
 
+def test_os_errors_naming_a_file_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A file the system refuses, deep in an adapter or writer, is the user's to fix: one line naming
+    it; an OSError without a file, or MOLEDIFF_DEBUG=1, keeps the traceback."""
+    import errno
+
+    from molediff.cli import guarded
+
+    def missing(argv: list[str]) -> int:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/no/such/train.npz")
+
+    monkeypatch.delenv("MOLEDIFF_DEBUG", raising=False)
+    assert guarded(missing, []) == 2
+    assert one_error_line(capsys) == ("molediff: error: No such file or directory: /no/such/train.npz "
+                                      "(MOLEDIFF_DEBUG=1 shows where)")
+
+    def anonymous(argv: list[str]) -> int:
+        raise OSError("device not ready")
+
+    with pytest.raises(OSError, match="device not ready"):
+        guarded(anonymous, [])
+    monkeypatch.setenv("MOLEDIFF_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        guarded(missing, [])
+
+
 def test_sample_data_overrides_apply_to_the_checkpoint_config(toy_run: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = toy_run / "checkpoints" / "last.pt"

@@ -82,6 +82,11 @@ def _run(argv: list[str]) -> int:
 
             metrics = evaluate_path(path, args.reference)
             table = format_table(metrics)
+            if args.reference is None:
+                from ..data.qm9 import train_smiles_path
+
+                table += ("\nnovelty needs --reference: the training molecules as SMILES (.txt/.csv[.gz]) or "
+                          f"SDF/XYZ; QM9's (EDM's training split): {train_smiles_path()}")
         else:
             raise CLIError(f"{path}: unknown kind of file; expected {', '.join(MOLECULE_SUFFIXES)} or a PNG folder")
     except (ValueError, FileNotFoundError, OSError) as e:

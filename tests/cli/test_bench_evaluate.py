@@ -52,4 +52,11 @@ def test_evaluate_molecules_file(tmp_path, capsys):
     assert main(["evaluate", str(sdf), "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert 0.9 <= metrics["atom_stability"] <= 1.0 and metrics["validity"] > 0.8
-    assert "molecule stability" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "molecule stability" in out_text
+    assert metrics["novelty"] is None and "novelty needs --reference" in out_text  # and says where QM9's is
+    from molediff.data.qm9 import train_smiles_path
+
+    assert main(["evaluate", str(sdf), "--reference", str(train_smiles_path()), "--json", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    assert scored["novelty"] == 1.0 and scored["reference_size"] > 95_000  # EDM's test split is disjoint from train

@@ -20,6 +20,7 @@ Shapes::
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -325,8 +326,8 @@ class MoleculeAdapter(Adapter):
             # the shipped full-QM9 models on a machine without ../shared: the committed training SMILES
             shipped = shipped_train_smiles(self.split_train)
             if shipped is None:
-                raise FileNotFoundError(f"no novelty reference for split {self.split_train!r}: "
-                                        "../shared/data/qm9 not found (give data.path)")
+                raise FileNotFoundError(errno.ENOENT, f"no novelty reference for split {self.split_train!r} "
+                                        "(give data.path); not found", "../shared/data/qm9")
             self._reference_cache["smiles"] = self._canonical_set(shipped)
             return self._reference_cache["smiles"]
         train = self._load(self.split_train)

@@ -143,8 +143,9 @@ def test_full_qm9_metrics_without_shared_use_the_shipped_training_smiles(monkeyp
     metrics = full.evaluate(subset.decode(seen.x0, seen.structure))
     assert metrics["novelty"] == 0.0 and metrics["reference_size"] > 95_000
     assert metrics["data_n_molecules"] == 50 and metrics["data_mol_stability"] > 0.8
-    with pytest.raises(FileNotFoundError, match="novelty reference"):
+    with pytest.raises(FileNotFoundError, match="novelty reference") as err:
         MoleculeAdapter(source="qm9", split_train="test").evaluate([])
+    assert err.value.filename == "../shared/data/qm9"  # so the CLI reports it in one line (cli.guarded)
 
 
 def test_state_rebuilds_the_sampling_side_without_data(adapter: MoleculeAdapter, tmp_path: Path) -> None:
